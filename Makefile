@@ -1,0 +1,41 @@
+# Every command the README shows is a target here.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export DO_NOT_TRACK := 1
+export AIRFLOW__COSMOS__ENABLE_TELEMETRY := False
+# Cosmos and `airflow dags test` look for the `dbt` executable on PATH.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: venv demo test lint format lock clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt -c constraints.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+demo: venv  ## embedded PostgreSQL + local report API, end to end
+	$(BIN)/python -m ingestion demo
+
+test: venv  ## the whole test suite
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+lock: venv  ## re-freeze constraints.txt after changing requirements.txt
+	{ echo '# Full lock of the virtualenv (pip install -r requirements.txt -c constraints.txt).'; \
+	  echo '# Regenerate with `make lock` after changing requirements.txt.'; \
+	  $(BIN)/pip freeze --exclude-editable; } > constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache dbt_project/target dbt_project/logs
