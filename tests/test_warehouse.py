@@ -1,0 +1,53 @@
+"""The warehouse plumbing on both paths: the configured server and the embedded wheel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ingestion.warehouse import connect, ensure_warehouse, start_embedded
+
+
+def _one(settings, query: str):
+    conn = connect(settings)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query)
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_fresh_database_is_empty(warehouse):
+    tables = _one(
+        warehouse,
+        "select count(*) from information_schema.tables where table_schema not in "
+        "('pg_catalog', 'information_schema')",
+    )
+    assert tables == 0
+
+
+def test_configured_server_is_used_as_is(pg_server):
+    environ = dict(pg_server)
+    assert ensure_warehouse(environ) == pg_server
+
+
+def test_embedded_server_starts_and_is_reused(tmp_path: Path):
+    pgdata = tmp_path / "pgdata"
+    first = start_embedded(pgdata, keep_running=False)
+    assert _one(first, "select current_setting('server_version_num')::int") >= 150000
+    conn = connect(first)
+    with conn, conn.cursor() as cur:
+        cur.execute("create table kept (x int); insert into kept values (7)")
+    conn.close()
+    # A second start finds the running server and the data it holds.
+    second = start_embedded(pgdata, keep_running=False)
+    assert second == first
+    assert _one(second, "select x from kept") == 7
+    assert (pgdata / "PG_VERSION").exists()
+
+
+def test_ensure_warehouse_starts_embedded_without_pghost(tmp_path: Path):
+    environ: dict[str, str] = {}
+    settings = ensure_warehouse(environ, pgdata=tmp_path / "pgdata")
+    assert environ["PGHOST"] == str(tmp_path / "pgdata")
+    assert _one(settings, "select current_database()") == "retail"
