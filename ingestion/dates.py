@@ -1,0 +1,70 @@
+"""Day and ISO-week arithmetic for the daily runs and the weekly retention build.
+
+A run triggered at time T loads day D = the UTC calendar day before T (the day whose
+data is complete by then). The run whose D is a Sunday also builds the ISO week
+(Monday..Sunday) ending on D. Everything here is pure: the caller passes the run's
+own dates (Airflow's ``run_after`` / ``logical_date``), never "now", so a rerun or a
+backfill of a run computes exactly the same day and week.
+
+ISO weeks follow ISO 8601 as Python's :meth:`datetime.date.isocalendar` and
+PostgreSQL's ``to_char(d, 'IYYY-"W"IW')`` do: weeks start on Monday and week 1 is the
+week holding the year's first Thursday, so 2024-12-30 is in ``2025-W01`` and
+2021-01-03 in ``2020-W53``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+SUNDAY = 7  # date.isoweekday()
+
+
+def report_day(trigger: datetime) -> date:
+    """The day a run triggered at ``trigger`` loads: the UTC day before it.
+
+    A naive ``trigger`` is taken to be UTC already (Airflow's dates are aware, in UTC).
+    """
+    if trigger.tzinfo is not None:
+        trigger = trigger.astimezone(UTC)
+    return trigger.date() - timedelta(days=1)
+
+
+def iso_week_bounds(day: date) -> tuple[date, date]:
+    """The Monday and the Sunday of the ISO week holding ``day``."""
+    monday = day - timedelta(days=day.isoweekday() - 1)
+    return monday, monday + timedelta(days=6)
+
+
+def iso_week_id(day: date) -> str:
+    """The ISO week of ``day`` as ``'IYYY-"W"IW'``, e.g. ``'2024-W40'``."""
+    iso = day.isocalendar()
+    return f"{iso.year:04d}-W{iso.week:02d}"
+
+
+def is_week_end(day: date) -> bool:
+    """True when ``day`` is a Sunday, the last day of its ISO week."""
+    return day.isoweekday() == SUNDAY
+
+
+def week_starts_ending_within(start: date, end: date) -> list[date]:
+    """The Mondays of the ISO weeks whose Sunday lies in ``[start, end]``, in order.
+
+    These are the complete weeks a backfill of the days ``start..end`` must rebuild.
+    """
+    if end < start:
+        return []
+    first_sunday = start + timedelta(days=(SUNDAY - start.isoweekday()) % 7)
+    sundays = range(0, (end - first_sunday).days + 1, 7)
+    return [first_sunday + timedelta(days=offset - 6) for offset in sundays]
+
+
+def parse_day(value: str | date) -> date:
+    """A day from ``'YYYY-MM-DD'`` (or a date), with a clear error for anything else."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(value.strip())
+    except (AttributeError, ValueError) as error:
+        raise ValueError(f"expected a day as YYYY-MM-DD, got {value!r}") from error
