@@ -1,0 +1,173 @@
+"""Versioned SQL migrations for the ``staging`` schema.
+
+The migrations are the ``NNNN_name.sql`` files in ``ingestion/migrations``, applied in
+name order and recorded in ``staging.schema_migrations``. Migration 0001 creates the
+course's legacy table shapes only if they are missing, so a fresh database and a legacy
+deployment (tables with data, no ``schema_migrations``) follow the same upgrade path.
+
+Why it is built this way:
+
+- A session-level advisory lock serialises concurrent runs (two Airflow tasks, or a task
+  and a developer): the second waits, then finds nothing left to apply.
+- Each migration runs in its own transaction together with the row that records it, so
+  a failure leaves the database at the previous version, never half-way through one.
+- A recorded migration whose file changed since is reported, not re-run: editing an
+  applied migration is a mistake to fix with a new migration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE
+from psycopg2.extensions import connection as Connection
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATION_FILE = re.compile(r"^(?P<version>\d{4})_(?P<slug>[a-z0-9_]+)\.sql$")
+
+# Arbitrary but fixed: the advisory lock key every migrate() run agrees on.
+MIGRATION_LOCK_KEY = 7_301_554_210_001
+
+BOOTSTRAP_SQL = """
+create schema if not exists staging;
+create table if not exists staging.schema_migrations (
+    version text primary key,
+    name text not null,
+    checksum text not null,
+    applied_at timestamptz not null default now()
+);
+"""
+
+
+class MigrationError(RuntimeError):
+    """A migration failed; the message names it and the database error."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One SQL file: ``version`` orders it, ``name`` (file stem) is what gets reported."""
+
+    version: str
+    name: str
+    path: Path
+
+    @property
+    def sql(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """The migration files in version order; a stray or duplicate version is an error."""
+    migrations: list[Migration] = []
+    seen: dict[str, Path] = {}
+    for path in sorted(directory.glob("*.sql")):
+        match = MIGRATION_FILE.match(path.name)
+        if not match:
+            raise MigrationError(f"{path}: migration files are named NNNN_lowercase_name.sql")
+        version = match["version"]
+        if version in seen:
+            raise MigrationError(f"{path} and {seen[version]} share version {version}")
+        seen[version] = path
+        migrations.append(Migration(version=version, name=path.stem, path=path))
+    return migrations
+
+
+def migrate(conn: Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply every pending migration and return the names applied (empty when up to date).
+
+    ``conn`` must not be inside a transaction: each migration commits on its own.
+    """
+    if conn.get_transaction_status() != TRANSACTION_STATUS_IDLE:
+        raise MigrationError("migrate() needs a connection with no open transaction")
+    migrations = discover(directory)
+    conn.autocommit = False
+    with conn.cursor() as cur:
+        # Session-level lock: held across the per-migration commits below.
+        cur.execute("select pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+    conn.commit()
+    try:
+        return _apply_pending(conn, migrations)
+    finally:
+        if conn.get_transaction_status() != TRANSACTION_STATUS_IDLE:
+            conn.rollback()
+        with conn.cursor() as cur:
+            cur.execute("select pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+        conn.commit()
+
+
+def _apply_pending(conn: Connection, migrations: list[Migration]) -> list[str]:
+    with conn.cursor() as cur:
+        cur.execute(BOOTSTRAP_SQL)
+        cur.execute("select version, checksum from staging.schema_migrations")
+        applied = dict(cur.fetchall())
+    conn.commit()
+
+    names: list[str] = []
+    for migration in migrations:
+        recorded = applied.get(migration.version)
+        if recorded is not None:
+            if recorded != migration.checksum:
+                log.warning(
+                    "migration %s changed after it was applied; not re-running it "
+                    "(add a new migration instead)",
+                    migration.name,
+                )
+            continue
+        _apply_one(conn, migration)
+        names.append(migration.name)
+    if names:
+        log.info("staging schema migrated: %s", ", ".join(names))
+    else:
+        log.info("staging schema up to date (%d migrations)", len(migrations))
+    return names
+
+
+def _apply_one(conn: Connection, migration: Migration) -> None:
+    """Run one migration and record it, in one transaction; log its NOTICEs."""
+    del conn.notices[:]
+    try:
+        with conn.cursor() as cur:
+            cur.execute(migration.sql)
+            cur.execute(
+                "insert into staging.schema_migrations (version, name, checksum)"
+                " values (%s, %s, %s)",
+                (migration.version, migration.name, migration.checksum),
+            )
+        conn.commit()
+    except Exception as exc:
+        conn.rollback()
+        raise MigrationError(
+            f"migration {migration.name} failed and was rolled back: {exc}"
+        ) from exc
+    finally:
+        for notice in conn.notices:
+            log.info("%s: %s", migration.name, notice.strip().removeprefix("NOTICE:  "))
+        del conn.notices[:]
+    log.info("applied migration %s", migration.name)
+
+
+def main() -> int:
+    """``python -m ingestion.migrate``: migrate the configured (or embedded) warehouse."""
+    from ingestion.warehouse import connection, ensure_warehouse
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = ensure_warehouse()
+    with connection(settings) as conn:
+        applied = migrate(conn)
+    print("applied: " + ", ".join(applied) if applied else "staging schema already up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
