@@ -1,0 +1,646 @@
+"""Load report API extracts (CSV files) into the ``staging`` schema.
+
+Two entry points, one per kind of batch: :func:`load_increment` for one day and
+:func:`load_report` for the full report's day range. Both work in two phases:
+
+1. **Validate every file before touching the database.** Header, field count, types,
+   ``status`` values and every row's date are checked; the first problem raises
+   :class:`BadInputError` naming the day, the file, the line and the reason. Nothing is
+   dropped silently: the only rows removed are exact repeats of an order line (the source
+   sends each one several times, identical but for the file's row number ``id``); two rows
+   with the same key and different values are bad input, because we could not say which
+   one is true.
+2. **Replace the period in one transaction.** Each file is streamed with ``COPY`` into a
+   temporary table; then that period's rows (and rows elsewhere whose key came back in
+   this batch, i.e. a key that moved days) are deleted, the new rows inserted and one
+   ``staging.load_audit`` row per file written. A single commit at the end means any
+   failure leaves staging exactly as it was, and a rerun of the same batch leaves it
+   identical.
+
+A file given as ``None`` is one the API answered 404 for: a warning names the day and
+the file, and that table's rows for the period are left untouched (an absent file is no
+evidence that the day's rows are gone).
+
+Validation uses the ``csv`` module plus checks on each column's *distinct* values: order
+extracts repeat the same cities, items, amounts and timestamps over and over, so checking
+uniques is much cheaper than checking 200k rows one by one, and ``csv`` gives exact line
+numbers (quoted line breaks included) where pandas would not report short rows at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from psycopg2 import sql
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE
+from psycopg2.extensions import connection as Connection
+from psycopg2.extensions import cursor as Cursor
+
+log = logging.getLogger(__name__)
+
+TABLES: tuple[str, ...] = ("user_order_log", "user_activity_log", "customer_research", "price_log")
+STATUSES = frozenset({"shipped", "refunded"})
+DEFAULT_STATUS = "shipped"
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+_INTEGER = re.compile(r"-?\d{1,19}")
+_AMOUNT = re.compile(r"-?\d{1,12}(?:\.\d{1,2})?")
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
+_INT4_MAX = 2**31 - 1
+_INT8_MAX = 2**63 - 1
+
+
+class BadInputError(ValueError):
+    """A source file that cannot be loaded as it is; nothing was written to staging.
+
+    ``day`` is the increment's day (``2024-10-02``) or the report's range
+    (``2024-09-08..2024-09-30``); ``line`` is the physical line in the file (1 = first
+    line), or None when the problem is the file as a whole.
+    """
+
+    def __init__(self, day: str, file: Path, line: int | None, reason: str) -> None:
+        self.day = day
+        self.file = file
+        self.line = line
+        self.reason = reason
+        where = f"line {line}" if line is not None else "whole file"
+        super().__init__(f"bad input for day {day}: {file}, {where}: {reason}")
+
+
+# --- what each file looks like -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    """One field of a source file and how it is checked.
+
+    ``kind`` is one of ``row_number`` (the file's ``id``: checked, never loaded), ``key``
+    (non-empty text), ``text``, ``int`` (int4), ``bigint``, ``amount`` (numeric(14,2)),
+    ``timestamp`` (``YYYY-MM-DDTHH:MM:SS``, must fall in the batch's days) and ``status``.
+    """
+
+    name: str
+    kind: str
+    minimum: int | None = None
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A source file and the staging table it replaces rows of."""
+
+    name: str
+    columns: tuple[Column, ...]
+    has_header: bool
+    key: tuple[str, ...]
+    # Column holding the row's timestamp; None for price_log, dated by the batch instead.
+    date_column: str | None
+    # A trailing column older extracts lack, and the value its absence means.
+    optional_column: Column | None = None
+    optional_default: str | None = None
+
+    def header(self, with_optional: bool) -> list[str]:
+        names = [column.name for column in self.columns]
+        if with_optional and self.optional_column is not None:
+            names.append(self.optional_column.name)
+        return names
+
+    def staging_columns(self) -> list[str]:
+        """Columns written to staging, in the order rows are streamed to COPY."""
+        names = [c.name for c in self.columns if c.kind != "row_number"]
+        if self.optional_column is not None:
+            names.append(self.optional_column.name)
+        if self.date_column is None:
+            names.insert(0, "price_date")
+        return names
+
+
+SPECS: dict[str, TableSpec] = {
+    "user_order_log": TableSpec(
+        name="user_order_log",
+        columns=(
+            Column("id", "row_number"),
+            Column("uniq_id", "key"),
+            Column("date_time", "timestamp"),
+            Column("city_id", "int"),
+            Column("city_name", "text"),
+            Column("customer_id", "int"),
+            Column("first_name", "text"),
+            Column("last_name", "text"),
+            Column("item_id", "int"),
+            Column("item_name", "text"),
+            Column("quantity", "bigint", minimum=1),
+            # Positive even on refunded rows: the mart applies the sign.
+            Column("payment_amount", "amount", minimum=0),
+        ),
+        has_header=True,
+        key=("uniq_id",),
+        date_column="date_time",
+        optional_column=Column("status", "status"),
+        optional_default=DEFAULT_STATUS,
+    ),
+    "user_activity_log": TableSpec(
+        name="user_activity_log",
+        columns=(
+            Column("id", "row_number"),
+            Column("uniq_id", "key"),
+            Column("date_time", "timestamp"),
+            Column("action_id", "int"),
+            Column("customer_id", "int"),
+            Column("quantity", "bigint", minimum=0),
+        ),
+        has_header=True,
+        key=("uniq_id",),
+        date_column="date_time",
+    ),
+    "customer_research": TableSpec(
+        name="customer_research",
+        columns=(
+            Column("date_id", "timestamp"),
+            Column("category_id", "int"),
+            Column("geo_id", "int"),
+            Column("sales_qty", "bigint", minimum=0),
+            Column("sales_amt", "amount", minimum=0),
+        ),
+        has_header=True,
+        key=("date_id", "category_id", "geo_id"),
+        date_column="date_id",
+    ),
+    "price_log": TableSpec(
+        name="price_log",
+        columns=(Column("item_name", "key"), Column("price", "amount", minimum=0)),
+        has_header=False,
+        key=("item_name",),
+        date_column=None,
+    ),
+}
+
+
+# --- results --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableLoad:
+    """What one file did to its staging table."""
+
+    table: str
+    file: Path
+    rows_read: int
+    duplicates_dropped: int
+    rows_loaded: int
+    # Existing rows deleted first: the period's rows plus rows whose key moved days.
+    rows_replaced: int = 0
+
+
+@dataclass
+class LoadSummary:
+    """The outcome of one batch; ``str()`` is the human summary the CLI prints."""
+
+    batch_id: str
+    start_day: date
+    end_day: date
+    tables: dict[str, TableLoad] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def period(self) -> str:
+        return _period_label(self.start_day, self.end_day)
+
+    def format(self) -> str:
+        lines = [f"batch {self.batch_id}, {self.period}:"]
+        for name in TABLES:
+            if name in self.tables:
+                t = self.tables[name]
+                lines.append(
+                    f"  {name:<18} {t.rows_read:>8} read, {t.duplicates_dropped:>7} repeats"
+                    f" dropped, {t.rows_loaded:>8} loaded ({t.rows_replaced} replaced)"
+                )
+            elif name in self.missing:
+                lines.append(f"  {name:<18} missing (404): existing rows for the period kept")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+# --- public API -----------------------------------------------------------------------
+
+
+def load_increment(
+    conn: Connection, day: date, files: Mapping[str, Path | None], batch_id: str
+) -> LoadSummary:
+    """Replace staging's rows for ``day`` with the increment's files, in one transaction.
+
+    ``files`` maps logical table names (:data:`TABLES`) to local CSV paths; ``None`` (or
+    a table left out) means the API had no such file, and that table is left untouched.
+    price_log rows are dated ``day``.
+    """
+    return _load(conn, day, day, files, batch_id)
+
+
+def load_report(
+    conn: Connection,
+    start_day: date,
+    end_day: date,
+    files: Mapping[str, Path | None],
+    batch_id: str,
+) -> LoadSummary:
+    """Replace staging's rows for ``start_day..end_day`` with the full report's files.
+
+    Same rules as :func:`load_increment`; price_log rows are dated ``end_day`` (the
+    report's ``end_date``), the day those prices were current.
+    """
+    return _load(conn, start_day, end_day, files, batch_id)
+
+
+# --- validation -----------------------------------------------------------------------
+
+
+@dataclass
+class ParsedFile:
+    """A validated, de-duplicated file, ready to stream to COPY."""
+
+    spec: TableSpec
+    path: Path
+    rows_read: int
+    records: list[tuple[str, ...]]  # staging_columns() order, one per distinct key
+
+    @property
+    def duplicates_dropped(self) -> int:
+        return self.rows_read - len(self.records)
+
+
+def parse_file(spec: TableSpec, path: Path, start_day: date, end_day: date) -> ParsedFile:
+    """Read and validate one source file; raise :class:`BadInputError` on the first problem."""
+    period = _period_label(start_day, end_day)
+
+    def bad(line: int | None, reason: str) -> BadInputError:
+        return BadInputError(period, path, line, reason)
+
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise bad(None, "file does not exist") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise bad(raw[: exc.start].count(b"\n") + 1, "not valid UTF-8") from None
+
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    columns = list(spec.columns)
+    try:
+        if spec.has_header:
+            header = next(reader, None)
+            if header is None:
+                raise bad(1, "file is empty (expected a header row)")
+            if header == spec.header(with_optional=True) and spec.optional_column:
+                columns.append(spec.optional_column)
+            elif header != spec.header(with_optional=False):
+                expected = ",".join(spec.header(with_optional=False))
+                if spec.optional_column:
+                    expected += f"[,{spec.optional_column.name}]"
+                raise bad(1, f"header is {','.join(header)!r}, expected {expected!r}")
+        rows, lines = _read_rows(reader, len(columns), bad)
+    except csv.Error as exc:
+        raise bad(reader.line_num, f"malformed CSV: {exc}") from None
+
+    _check_columns(rows, lines, columns, start_day, end_day, bad)
+
+    keep = [i for i, column in enumerate(columns) if column.kind != "row_number"]
+    names = [columns[i].name for i in keep]
+    key_positions = [names.index(name) for name in spec.key]
+    records = _distinct_records(rows, lines, keep, names, key_positions, bad)
+    if spec.optional_column is not None and len(columns) == len(spec.columns):
+        # Older extract without the optional column: every row means the default.
+        records = [(*record, spec.optional_default or "") for record in records]
+    if spec.date_column is None:
+        records = [(end_day.isoformat(), *record) for record in records]
+    return ParsedFile(spec=spec, path=path, rows_read=len(rows), records=records)
+
+
+def _read_rows(
+    reader: Any, width: int, bad: Callable[[int | None, str], BadInputError]
+) -> tuple[list[list[str]], list[int]]:
+    """All data rows with the line each starts on; wrong field counts are bad input.
+
+    Blank lines are tolerated only at the end of the file (a trailing newline or two);
+    a blank line between rows is a truncated row.
+    """
+    # ``reader`` is a csv reader (its type is private to ``_csv``); ``line_num`` is the
+    # physical line it has read up to, so quoted line breaks keep line numbers exact.
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    blank_line: int | None = None
+    previous_end = reader.line_num
+    for row in reader:
+        start = previous_end + 1
+        previous_end = reader.line_num
+        if not row:
+            blank_line = blank_line or start
+            continue
+        if blank_line is not None:
+            raise bad(blank_line, "blank line between rows (truncated file?)")
+        if len(row) != width:
+            raise bad(
+                start, f"expected {width} fields, found {len(row)} (truncated or garbled row)"
+            )
+        rows.append(row)
+        lines.append(start)
+    return rows, lines
+
+
+def _check_columns(
+    rows: list[list[str]],
+    lines: list[int],
+    columns: Sequence[Column],
+    start_day: date,
+    end_day: date,
+    bad: Callable[[int | None, str], BadInputError],
+) -> None:
+    """Check every column's distinct values; report the earliest bad line in the file."""
+    first_problem: tuple[int, str] | None = None
+    for position, column in enumerate(columns):
+        values = [row[position] for row in rows]
+        problems: dict[str, str] = {}
+        for value in set(values):
+            reason = _value_problem(column, value, start_day, end_day)
+            if reason is not None:
+                problems[value] = reason
+        if not problems:
+            continue
+        index = next(i for i, value in enumerate(values) if value in problems)
+        if first_problem is None or index < first_problem[0]:
+            first_problem = (index, problems[values[index]])
+    if first_problem is not None:
+        index, reason = first_problem
+        raise bad(lines[index], reason)
+
+
+def _value_problem(column: Column, value: str, start_day: date, end_day: date) -> str | None:
+    """Why ``value`` is not acceptable in ``column``, or None when it is."""
+    name, kind = column.name, column.kind
+    if "\x00" in value:
+        return f"{name} contains a NUL character"
+    if kind == "text":
+        return None
+    if kind == "key":
+        return None if value.strip() else f"{name} is empty"
+    if kind == "status":
+        return None if value in STATUSES else f"status {value!r} is not one of shipped, refunded"
+    if kind in ("row_number", "int", "bigint"):
+        if not _INTEGER.fullmatch(value):
+            return f"{name} {value!r} is not an integer"
+        number = int(value)
+        limit = _INT4_MAX if kind == "int" else _INT8_MAX
+        if not -limit <= number <= limit:
+            return f"{name} {value} is out of range"
+        if column.minimum is not None and number < column.minimum:
+            return f"{name} {value} is below {column.minimum}"
+        return None
+    if kind == "amount":
+        if not _AMOUNT.fullmatch(value):
+            return f"{name} {value!r} is not an amount (digits, up to 2 decimals)"
+        if column.minimum is not None and Decimal(value) < column.minimum:
+            return f"{name} {value} is below {column.minimum}"
+        return None
+    if kind == "timestamp":
+        try:
+            if not _TIMESTAMP.fullmatch(value):
+                raise ValueError
+            moment = datetime.strptime(value, TIMESTAMP_FORMAT)
+        except ValueError:
+            return f"{name} {value!r} is not a timestamp YYYY-MM-DDTHH:MM:SS"
+        if not start_day <= moment.date() <= end_day:
+            return f"{name} {value} is outside {_period_description(start_day, end_day)}"
+        return None
+    raise AssertionError(f"unknown column kind {kind!r}")
+
+
+def _distinct_records(
+    rows: list[list[str]],
+    lines: list[int],
+    keep: list[int],
+    names: list[str],
+    key_positions: list[int],
+    bad: Callable[[int | None, str], BadInputError],
+) -> list[tuple[str, ...]]:
+    """One record per key; repeats must be identical apart from the dropped columns."""
+    first_seen: dict[tuple[str, ...], int] = {}
+    records: list[tuple[str, ...]] = []
+    for row, line in zip(rows, lines, strict=True):
+        record = tuple(row[i] for i in keep)
+        key = tuple(record[i] for i in key_positions)
+        seen = first_seen.get(key)
+        if seen is None:
+            first_seen[key] = len(records)
+            records.append(record)
+            continue
+        kept = records[seen]
+        if kept != record:
+            column = next(n for n, a, b in zip(names, kept, record, strict=True) if a != b)
+            key_text = ",".join(key)
+            raise bad(
+                line,
+                f"key {key_text} repeats an earlier row with a different {column}"
+                f" ({kept[names.index(column)]!r} vs {record[names.index(column)]!r})",
+            )
+    return records
+
+
+# --- loading --------------------------------------------------------------------------
+
+
+def _load(
+    conn: Connection,
+    start_day: date,
+    end_day: date,
+    files: Mapping[str, Path | None],
+    batch_id: str,
+) -> LoadSummary:
+    if start_day > end_day:
+        raise ValueError(f"start_day {start_day} is after end_day {end_day}")
+    if not batch_id:
+        raise ValueError("batch_id must not be empty")
+    unknown = sorted(set(files) - set(TABLES))
+    if unknown:
+        raise ValueError(f"unknown tables {unknown}; expected some of {list(TABLES)}")
+    if conn.get_transaction_status() != TRANSACTION_STATUS_IDLE:
+        # We commit (or roll back) as one unit; a caller's open transaction would be
+        # committed or discarded with it.
+        raise RuntimeError("load needs a connection with no open transaction")
+
+    period = _period_label(start_day, end_day)
+    parsed: list[ParsedFile] = []
+    missing: list[str] = []
+    for name in TABLES:
+        path = files.get(name)
+        if path is None:
+            missing.append(name)
+            continue
+        parsed.append(parse_file(SPECS[name], Path(path), start_day, end_day))
+
+    summary = LoadSummary(batch_id=batch_id, start_day=start_day, end_day=end_day)
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select to_regclass('staging.load_audit')")
+            row = cur.fetchone()
+            if row is None or row[0] is None:
+                raise RuntimeError(
+                    "staging schema is not migrated: run `python -m ingestion.migrate` first"
+                )
+            # Serialise loads of the same tables (readers are not blocked): two loads of
+            # one day at once would otherwise collide on the keys they both insert.
+            for item in parsed:
+                cur.execute(
+                    sql.SQL("lock table {} in share row exclusive mode").format(
+                        sql.Identifier("staging", item.spec.name)
+                    )
+                )
+            for item in parsed:
+                summary.tables[item.spec.name] = _replace_period(
+                    cur, item, start_day, end_day, batch_id
+                )
+            for name in missing:
+                log.warning(
+                    "%s: no %s file (the API answered 404); staging.%s rows for %s left untouched",
+                    period,
+                    name,
+                    name,
+                    period,
+                )
+                _audit(cur, batch_id, name, start_day, end_day, None, "missing", None)
+                summary.missing.append(name)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    log.info("loaded %s", summary.format())
+    return summary
+
+
+def _replace_period(
+    cur: Cursor, item: ParsedFile, start_day: date, end_day: date, batch_id: str
+) -> TableLoad:
+    """COPY one file into a temp table, then swap the period's rows for it."""
+    spec = item.spec
+    target = sql.Identifier("staging", spec.name)
+    temp = sql.Identifier(f"incoming_{spec.name}")
+    columns = spec.staging_columns()
+    column_list = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+
+    cur.execute(
+        sql.SQL("create temporary table {} (like {} including defaults) on commit drop").format(
+            temp, target
+        )
+    )
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(item.records)
+    buffer.seek(0)
+    cur.copy_expert(
+        sql.SQL("copy {} ({}) from stdin with (format csv)")
+        .format(temp, column_list)
+        .as_string(cur),
+        buffer,
+    )
+
+    if spec.date_column is None:
+        cur.execute(
+            sql.SQL("delete from {} where price_date between %s and %s").format(target),
+            (start_day, end_day),
+        )
+    else:
+        cur.execute(
+            sql.SQL("delete from {} where {} >= %s and {} < %s").format(
+                target, sql.Identifier(spec.date_column), sql.Identifier(spec.date_column)
+            ),
+            (start_day, end_day + timedelta(days=1)),
+        )
+    replaced = cur.rowcount
+    if spec.date_column is not None and spec.date_column not in spec.key:
+        # The key does not contain the date, so the same order line may sit on another
+        # day from an earlier batch: the newest file wins, the row must not be doubled.
+        key_match = sql.SQL(" and ").join(
+            sql.SQL("existing.{0} = incoming.{0}").format(sql.Identifier(k)) for k in spec.key
+        )
+        cur.execute(
+            sql.SQL("delete from {} as existing using {} as incoming where {}").format(
+                target, temp, key_match
+            )
+        )
+        if cur.rowcount:
+            log.warning(
+                "staging.%s: %d rows of other days moved into %s (same key)",
+                spec.name,
+                cur.rowcount,
+                _period_label(start_day, end_day),
+            )
+        replaced += cur.rowcount
+
+    cur.execute(
+        sql.SQL(
+            "insert into {target} ({columns}, batch_id, loaded_at)"
+            " select {columns}, %s, now() from {temp}"
+        ).format(target=target, columns=column_list, temp=temp),
+        (batch_id,),
+    )
+    loaded = cur.rowcount
+    load = TableLoad(
+        table=spec.name,
+        file=item.path,
+        rows_read=item.rows_read,
+        duplicates_dropped=item.duplicates_dropped,
+        rows_loaded=loaded,
+        rows_replaced=replaced,
+    )
+    _audit(cur, batch_id, spec.name, start_day, end_day, item.path, "loaded", load)
+    return load
+
+
+def _audit(
+    cur: Cursor,
+    batch_id: str,
+    table: str,
+    start_day: date,
+    end_day: date,
+    path: Path | None,
+    outcome: str,
+    load: TableLoad | None,
+) -> None:
+    cur.execute(
+        "insert into staging.load_audit (batch_id, table_name, start_day, end_day, file_name,"
+        " outcome, rows_read, duplicates_dropped, rows_loaded, rows_replaced, loaded_at)"
+        " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())",
+        (
+            batch_id,
+            table,
+            start_day,
+            end_day,
+            path.name if path is not None else None,
+            outcome,
+            load.rows_read if load else None,
+            load.duplicates_dropped if load else None,
+            load.rows_loaded if load else None,
+            load.rows_replaced if load else None,
+        ),
+    )
+
+
+def _period_label(start_day: date, end_day: date) -> str:
+    if start_day == end_day:
+        return start_day.isoformat()
+    return f"{start_day.isoformat()}..{end_day.isoformat()}"
+
+
+def _period_description(start_day: date, end_day: date) -> str:
+    if start_day == end_day:
+        return f"the day {start_day.isoformat()}"
+    return f"the report's days {start_day.isoformat()}..{end_day.isoformat()}"
