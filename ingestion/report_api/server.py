@@ -160,7 +160,7 @@ class _Handler(BaseHTTPRequestHandler):
     def state(self) -> _ApiState:
         return self.server.state
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+    def log_message(self, format: str, *args: Any) -> None:
         """Route http.server's own messages through logging (never includes headers)."""
         logger.debug("local report API: " + format, *args)
 
@@ -202,10 +202,10 @@ class _Handler(BaseHTTPRequestHandler):
         if length:
             self.rfile.read(length)
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+    def do_GET(self) -> None:
         self._dispatch()
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+    def do_POST(self) -> None:
         self._drain_body()
         self._dispatch()
 
@@ -424,8 +424,12 @@ class LocalReportApi:
         if self._server is not None:
             return self
         self._server = _ReportApiHttpServer((self._host, 0), _ApiState(self.config))
+        # A short poll interval makes stop() (and so every test using the server) quick.
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="local-report-api", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="local-report-api",
+            daemon=True,
         )
         self._thread.start()
         logger.info("local report API listening on %s", self.url)
