@@ -143,7 +143,7 @@ def _parse_api_day(value: Any, field_name: str) -> date:
 
 def _file_label(url: str, day: date | None) -> str:
     """Name a file for logs and errors without the URL's query (a pre-signed signature)."""
-    name = urlsplit(url).path.rsplit("/", 1)[-1] or url
+    name = urlsplit(url).path.rsplit("/", 1)[-1] or "file"
     return f"{name} for {day.isoformat()}" if day is not None else name
 
 
@@ -161,9 +161,7 @@ class ReportApiClient:
         self._settings = settings
         self._timeout = timeout
         self._session = session or requests.Session()
-        adapter = HTTPAdapter(max_retries=retry or default_retry())
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        _mount_retry(self._session, retry)
 
     def __repr__(self) -> str:
         return f"ReportApiClient(base_url={self._settings.base_url!r})"
@@ -280,56 +278,13 @@ class ReportApiClient:
         A body that breaks off mid-stream is fetched again from the start, up to three
         times; ``dest`` only ever holds a complete file.
         """
-        label = _file_label(url, day)
-        retrying = Retrying(
-            retry=retry_if_exception_type(
-                (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError)
-            ),
-            wait=wait_exponential(multiplier=0.5, max=10),
-            stop=stop_after_attempt(3),
-            reraise=True,
-        )
-        try:
-            return retrying(self._download_once, url, Path(dest), label)
-        except requests.RequestException as exc:
-            raise DownloadError(f"{label}: download failed ({type(exc).__name__})") from None
+        return _download(self._session, url, Path(dest), day=day, timeout=self._timeout)
 
     def fetch_files(
         self, files: Mapping[str, str], dest_dir: Path, *, day: date | None = None
     ) -> dict[str, Path | None]:
-        """Download every file of a report or increment into ``dest_dir``.
-
-        Keys are logical names without ``_inc`` (``user_order_log``, ...); a value of None
-        means the source has no such file (404) and the caller decides what that means.
-        """
-        dest_dir = Path(dest_dir)
-        return {
-            logical_name(key): self.download(url, dest_dir / f"{logical_name(key)}.csv", day=day)
-            for key, url in files.items()
-        }
-
-    def _download_once(self, url: str, dest: Path, label: str) -> Path | None:
-        # No API headers: file URLs are pre-signed and must not receive the key.
-        with self._session.get(url, stream=True, timeout=self._timeout) as response:
-            if response.status_code == 404:
-                logger.warning("%s: the source has no such file (HTTP 404)", label)
-                return None
-            if response.status_code >= 400:
-                raise DownloadError(f"{label}: HTTP {response.status_code}")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            handle, temp_name = tempfile.mkstemp(
-                dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"
-            )
-            try:
-                with os.fdopen(handle, "wb") as temp_file:
-                    for chunk in response.iter_content(chunk_size=_DOWNLOAD_CHUNK_BYTES):
-                        temp_file.write(chunk)
-                os.replace(temp_name, dest)
-            except BaseException:
-                Path(temp_name).unlink(missing_ok=True)
-                raise
-        logger.info("%s: downloaded to %s (%d bytes)", label, dest, dest.stat().st_size)
-        return dest
+        """Download every file of a report or increment; see the module-level ``fetch_files``."""
+        return _fetch_all(self._session, files, Path(dest_dir), day=day, timeout=self._timeout)
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -377,3 +332,100 @@ class ReportApiClient:
         """Defence in depth: never let the key through, even if a server echoes it."""
         key = self._settings.api_key
         return text.replace(key, "***") if key else text
+
+
+def new_session(retry: Retry | None = None) -> requests.Session:
+    """A requests session with the transient-failure ``Retry`` policy mounted."""
+    session = requests.Session()
+    _mount_retry(session, retry)
+    return session
+
+
+def _mount_retry(session: requests.Session, retry: Retry | None) -> None:
+    adapter = HTTPAdapter(max_retries=retry or default_retry())
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+
+
+def fetch_files(
+    files: Mapping[str, str],
+    dest_dir: Path,
+    *,
+    day: date | None = None,
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    retry: Retry | None = None,
+) -> dict[str, Path | None]:
+    """Download every file of a report or increment into ``dest_dir``.
+
+    Keys of the result are logical names without ``_inc`` (``user_order_log``, ...),
+    values the local paths; None means the source has no such file (404) and the caller
+    decides what that means. No API settings are needed: file URLs are pre-signed.
+    Passing ``day`` lets the log lines name the day a missing file belongs to.
+    """
+    with new_session(retry) as session:
+        return _fetch_all(session, files, Path(dest_dir), day=day, timeout=timeout)
+
+
+def _fetch_all(
+    session: requests.Session,
+    files: Mapping[str, str],
+    dest_dir: Path,
+    *,
+    day: date | None,
+    timeout: tuple[float, float],
+) -> dict[str, Path | None]:
+    return {
+        logical_name(key): _download(
+            session, url, dest_dir / f"{logical_name(key)}.csv", day=day, timeout=timeout
+        )
+        for key, url in files.items()
+    }
+
+
+def _download(
+    session: requests.Session,
+    url: str,
+    dest: Path,
+    *,
+    day: date | None,
+    timeout: tuple[float, float],
+) -> Path | None:
+    label = _file_label(url, day)
+    retrying = Retrying(
+        retry=retry_if_exception_type(
+            (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError)
+        ),
+        wait=wait_exponential(multiplier=0.5, max=10),
+        stop=stop_after_attempt(3),
+        reraise=True,
+    )
+    try:
+        return retrying(_download_once, session, url, dest, label, timeout)
+    except requests.RequestException as exc:
+        raise DownloadError(f"{label}: download failed ({type(exc).__name__})") from None
+
+
+def _download_once(
+    session: requests.Session, url: str, dest: Path, label: str, timeout: tuple[float, float]
+) -> Path | None:
+    # No API headers: file URLs are pre-signed and must not receive the key.
+    with session.get(url, stream=True, timeout=timeout) as response:
+        if response.status_code == 404:
+            logger.warning("%s: the source has no such file (HTTP 404)", label)
+            return None
+        if response.status_code >= 400:
+            raise DownloadError(f"{label}: HTTP {response.status_code}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(
+            dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"
+        )
+        try:
+            with os.fdopen(handle, "wb") as temp_file:
+                for chunk in response.iter_content(chunk_size=_DOWNLOAD_CHUNK_BYTES):
+                    temp_file.write(chunk)
+            os.replace(temp_name, dest)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+    logger.info("%s: downloaded to %s (%d bytes)", label, dest, dest.stat().st_size)
+    return dest

@@ -462,9 +462,13 @@ class LocalReportApi:
 
 
 def serve_forever(
-    host: str = "127.0.0.1", port: int = 8000, config: LocalApiConfig | None = None
+    config: LocalApiConfig | None = None, *, host: str = "127.0.0.1", port: int = 8000
 ) -> None:
-    """Run the local report API in the foreground (``python -m ingestion serve``)."""
+    """Run the local report API in the foreground until interrupted.
+
+    This is ``python -m ingestion serve``: a long-lived stand-in that other processes
+    (Airflow in docker-compose, a second terminal) reach through ``REPORT_API_URL``.
+    """
     config = config or LocalApiConfig()
     server = _ReportApiHttpServer((host, port), _ApiState(config))
     logger.info(
