@@ -1,0 +1,195 @@
+"""Run the dbt project (``dbt_project/``) from Python: the API the CLI and the DAGs call.
+
+Each call runs the virtualenv's ``dbt`` executable in a subprocess rather than dbt's
+in-process ``dbtRunner``: dbt keeps global state (flags, adapter connections, the
+invocation context and the env vars it captured) between invocations in one process,
+which is unsafe when one process builds several days against changing libpq settings
+(the tests do, and so does ``python -m ingestion run`` over a range). A subprocess costs
+about a second of start-up and gives every build a clean environment.
+
+Failures raise :class:`DbtError` naming the failed models and tests (from
+``run_results.json``) and, for failed tests, the first offending rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
+
+# Node selections. ``buildable`` takes the tests whose parents are all selected or
+# upstream of the selection: a day build runs the staging guards, the dimension and
+# f_sales tests and the per-day reconciliation, but not the weekly reconciliation
+# (its other parent, f_customer_retention, is rebuilt only on Mondays).
+SALES_DAY_SELECT = ("+d_city", "+d_customer", "+d_item", "d_calendar", "+f_sales")
+RETENTION_WEEK_SELECT = ("f_customer_retention",)
+INDIRECT_SELECTION = "buildable"
+
+FAILED_STATUSES = {"error", "fail", "runtime error"}
+SAMPLE_ROWS = 5
+
+
+@dataclass
+class FailedNode:
+    """A model, test or hook that did not succeed in a dbt invocation."""
+
+    unique_id: str
+    status: str
+    message: str
+    sample_rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def describe(self) -> str:
+        text = f"{self.unique_id} [{self.status}]: {self.message}".rstrip(": ")
+        for row in self.sample_rows:
+            text += f"\n      row: {row}"
+        return text
+
+
+class DbtError(RuntimeError):
+    """A dbt invocation failed; ``failures`` lists the nodes that did."""
+
+    def __init__(self, args: Sequence[str], returncode: int, failures: list[FailedNode], output: str):
+        self.args_ = list(args)
+        self.returncode = returncode
+        self.failures = failures
+        self.output = output
+        if failures:
+            detail = "\n".join("  - " + node.describe() for node in failures)
+        else:
+            detail = "  (no run results; last output lines)\n" + "\n".join(
+                "    " + line for line in output.strip().splitlines()[-20:]
+            )
+        super().__init__(f"dbt {' '.join(args)} failed (exit {returncode}):\n{detail}")
+
+    @property
+    def failed_nodes(self) -> list[str]:
+        return [node.unique_id for node in self.failures]
+
+
+def dbt_executable() -> str:
+    """The ``dbt`` next to this interpreter (the virtualenv's), else the one on PATH."""
+    candidate = Path(sys.executable).parent / "dbt"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("dbt")
+    if not found:
+        raise FileNotFoundError("dbt executable not found next to Python or on PATH")
+    return found
+
+
+def run_dbt(
+    args: list[str],
+    *,
+    vars: Mapping[str, Any] | None = None,  # noqa: A002 - dbt's own name for them
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Run ``dbt <args>`` on the project; raise :class:`DbtError` when it fails.
+
+    ``vars`` become ``--vars`` (dates are written as ISO strings); ``env`` is added to
+    this process's environment (e.g. libpq settings for another database).
+    """
+    command = [dbt_executable(), *args]
+    command += ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+    if vars:
+        command += ["--vars", json.dumps({k: _plain(v) for k, v in vars.items()})]
+    full_env = {**os.environ, "DO_NOT_TRACK": "1", **(env or {})}
+    log.info("running dbt %s", " ".join(command[1:]))
+    started = _run_results_mtime()
+    completed = subprocess.run(
+        command,
+        cwd=DBT_PROJECT_DIR,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    output = completed.stdout + completed.stderr
+    if completed.returncode == 0:
+        log.debug("dbt output:\n%s", output)
+        return
+    failures = _failures_from_run_results(started, full_env)
+    raise DbtError(command[1:], completed.returncode, failures, output)
+
+
+def build_sales_day(day: date, *, env: Mapping[str, str] | None = None) -> None:
+    """Refill ``mart.f_sales`` for ``day`` and merge that day into the dimensions."""
+    run_dbt(_build_args(SALES_DAY_SELECT), vars={"day": day}, env=env)
+
+
+def build_retention_week(week_start: date, *, env: Mapping[str, str] | None = None) -> None:
+    """Rebuild ``mart.f_customer_retention`` for the ISO week starting on ``week_start``."""
+    if week_start.isoweekday() != 1:
+        raise ValueError(f"week_start {week_start} is a {week_start:%A}, not a Monday")
+    run_dbt(_build_args(RETENTION_WEEK_SELECT), vars={"week_start": week_start}, env=env)
+
+
+def build_all(*, env: Mapping[str, str] | None = None) -> None:
+    """``dbt build`` with no variables: every mart brought up to date with all of staging."""
+    run_dbt(["build"], env=env)
+
+
+def _build_args(select: Sequence[str]) -> list[str]:
+    return ["build", "--select", *select, "--indirect-selection", INDIRECT_SELECTION]
+
+
+def _plain(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+def _run_results_path() -> Path:
+    return DBT_PROJECT_DIR / "target" / "run_results.json"
+
+
+def _run_results_mtime() -> float:
+    path = _run_results_path()
+    return path.stat().st_mtime if path.exists() else 0.0
+
+
+def _failures_from_run_results(started: float, env: Mapping[str, str]) -> list[FailedNode]:
+    """Failed nodes of the invocation that just ended (ignores a stale run_results.json)."""
+    path = _run_results_path()
+    if not path.exists() or path.stat().st_mtime <= started:
+        return []
+    try:
+        results = json.loads(path.read_text(encoding="utf-8")).get("results", [])
+    except (OSError, ValueError):
+        return []
+    failures = []
+    for result in results:
+        status = str(result.get("status", ""))
+        if status not in FAILED_STATUSES:
+            continue
+        node = FailedNode(
+            unique_id=result.get("unique_id", "?"),
+            status=status,
+            message=(result.get("message") or "").strip(),
+        )
+        if node.unique_id.startswith("test.") and result.get("compiled_code"):
+            node.sample_rows = _sample_rows(result["compiled_code"], env)
+        failures.append(node)
+    return failures
+
+
+def _sample_rows(compiled_sql: str, env: Mapping[str, str]) -> list[tuple[Any, ...]]:
+    """The first rows a failed test returned, so the error names the offending rows."""
+    from ingestion.warehouse import connection, libpq_settings  # psycopg2 only when needed
+
+    try:
+        with connection(libpq_settings(env)) as conn, conn.cursor() as cur:
+            cur.execute(f"select * from ({compiled_sql}) as failing limit {SAMPLE_ROWS}")
+            return [tuple(row) for row in cur.fetchall()]
+    except Exception as exc:  # noqa: BLE001 - best effort, the failure itself is reported
+        log.warning("could not fetch the failing rows of a test: %s", exc)
+        return []
