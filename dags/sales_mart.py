@@ -1,0 +1,313 @@
+"""
+### sales_mart: daily sales mart, and the weekly retention mart on Mondays
+
+Each run loads **day D = the UTC day before the run's trigger time** (the run's logical
+date, or `run_after` for a manual run without one; never "now"):
+
+1. `resolve_run_dates`: D, its ISO week, and whether this run builds the week.
+2. `prepare_staging`: staging schema migrations (idempotent).
+3. `generate_report` -> `wait_for_report` (sensor in *reschedule* mode, deadline 2 h) ->
+   `fetch_increment` downloads D's increment files.
+4. `branch_on_increment`: NOT FOUND -> `increment_not_found` (nothing is loaded; the reason
+   is logged); otherwise `load_staging` replaces D's rows in staging in one transaction.
+5. `build_sales_mart` (Cosmos): the dimensions and `f_sales` for D (`--vars {day: D}`),
+   each model followed by its tests.
+6. `branch_on_week_end`: when D is a Sunday, `build_retention_mart` (Cosmos) rebuilds
+   `f_customer_retention` for the ISO week ending on D (`--vars {week_start: Monday}`);
+   otherwise `no_retention_today`. -> `end`.
+
+**Rebuild a day or a week on demand** (Airflow UI: *Trigger DAG* with params, or
+`airflow dags trigger sales_mart --conf '{"day": "2024-10-06"}'`):
+
+- `day` (`YYYY-MM-DD`): reload and rebuild that day instead of the one before the trigger
+  time. A Sunday also rebuilds its week's retention.
+- `rebuild_week` (`true`): also rebuild the retention of D's ISO week when D is not a
+  Sunday. To rebuild only a week, pass its Sunday as `day`.
+
+Every step is idempotent, so reruns and backfills in any order give the same marts
+(`airflow backfill create --dag-id sales_mart --from-date ... --to-date ...`; the runs
+are serialised by `max_active_runs=1`). `catchup` is off: missed days are backfilled
+on purpose, not replayed by surprise after a pause.
+
+Connections: `warehouse` (Postgres; Cosmos builds the dbt profile from it) and
+`report_api` (HTTP: host = base URL, password = key, extra nickname/cohort). They are
+read inside the tasks only; no secret reaches XCom. Failures are logged with the day
+and task; set `SALES_MART_ALERT_WEBHOOK_CONN_ID` / `SALES_MART_ALERT_EMAIL` to notify.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import (
+    CronTriggerTimetable,
+    Param,
+    PokeReturnValue,
+    TriggerRule,
+    chain,
+    dag,
+    get_current_context,
+    task,
+)
+from cosmos import (
+    DbtTaskGroup,
+    ExecutionConfig,
+    LoadMode,
+    ProfileConfig,
+    ProjectConfig,
+    RenderConfig,
+    TestBehavior,
+)
+from cosmos.profiles import PostgresUserPasswordProfileMapping
+
+DAG_ID = "sales_mart"
+DBT_PROJECT_DIR = Path(
+    os.environ.get("DBT_PROJECT_DIR", Path(__file__).resolve().parent.parent / "dbt_project")
+)
+DBT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
+
+# dbt selections. The sales group is the dimensions and f_sales with everything they
+# read (staging views, intermediate models); the retention group is f_customer_retention
+# with whatever it needs that the sales group has not just built.
+SALES_MODELS = ["+d_calendar", "+d_city", "+d_customer", "+d_item", "+f_sales"]
+RETENTION_MODELS = ["+f_customer_retention"]
+
+RUN_DATES = "resolve_run_dates"
+DAY_TEMPLATE = "{{ ti.xcom_pull(task_ids='" + RUN_DATES + "', key='day') }}"
+WEEK_START_TEMPLATE = "{{ ti.xcom_pull(task_ids='" + RUN_DATES + "', key='week_start') }}"
+
+
+def _notify_failure(context: Any) -> None:
+    """on_failure_callback: summary in the log, webhook/e-mail when configured."""
+    from ingestion.airflow_glue import notify_failure
+
+    notify_failure(context)
+
+
+default_args = {
+    "owner": "data-platform",
+    "retries": 3,
+    "retry_delay": timedelta(minutes=1),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=30),
+    "execution_timeout": timedelta(minutes=30),
+    "on_failure_callback": _notify_failure,
+}
+
+profile_config = ProfileConfig(
+    profile_name="retail",
+    target_name="airflow",
+    profile_mapping=PostgresUserPasswordProfileMapping(
+        conn_id="warehouse", profile_args={"schema": "mart"}
+    ),
+)
+project_config = ProjectConfig(
+    manifest_path=DBT_MANIFEST,
+    project_name="retail",
+    install_dbt_deps=False,  # no hub packages; `dbt deps` cannot reach the hub anyway
+)
+execution_config = ExecutionConfig(dbt_project_path=DBT_PROJECT_DIR)
+
+
+def _render_config(select: list[str], exclude: list[str] | None = None) -> RenderConfig:
+    return RenderConfig(
+        load_method=LoadMode.DBT_MANIFEST,
+        select=select,
+        exclude=exclude or [],
+        test_behavior=TestBehavior.AFTER_EACH,
+        # No other DAG consumes the marts as Airflow assets.
+        emit_datasets=False,
+    )
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=CronTriggerTimetable("0 3 * * *", timezone="UTC"),
+    start_date=datetime(2024, 10, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=6),
+    default_args=default_args,
+    params={
+        "day": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Day to rebuild (YYYY-MM-DD)",
+            description="Empty: the day before the trigger time. A Sunday also rebuilds its week.",
+        ),
+        "rebuild_week": Param(
+            False,
+            type="boolean",
+            title="Rebuild the retention of the day's ISO week",
+            description="Only needed when the day is not a Sunday.",
+        ),
+    },
+    tags=["sales", "retention", "dbt", "cosmos"],
+    doc_md=__doc__,
+)
+def sales_mart() -> None:
+    @task(task_id=RUN_DATES, multiple_outputs=True)
+    def resolve_run_dates() -> dict[str, Any]:
+        """D and its ISO week from the run's own dates (or the `day` param)."""
+        from ingestion.airflow_glue import resolve_run_dates as resolve
+
+        context = get_current_context()
+        dag_run = context["dag_run"]
+        params = context["params"]
+        dates = resolve(
+            logical_date=dag_run.logical_date,
+            run_after=dag_run.run_after,
+            day_param=params.get("day"),
+            rebuild_week_param=bool(params.get("rebuild_week")),
+        )
+        print(dates.reason)
+        return dates.as_xcom()
+
+    @task
+    def prepare_staging() -> None:
+        """Create or upgrade the staging schema (versioned migrations, idempotent)."""
+        from ingestion.airflow_glue import warehouse_settings
+        from ingestion.migrate import migrate
+        from ingestion.warehouse import connection
+
+        with connection(warehouse_settings()) as conn:
+            migrate(conn)
+
+    @task
+    def generate_report() -> str:
+        """Ask the report API for a report; the task id goes to XCom."""
+        from ingestion.airflow_glue import report_api_settings
+        from ingestion.client import ReportApiClient
+
+        with ReportApiClient(report_api_settings()) as client:
+            return client.generate_report()
+
+    @task.sensor(
+        poke_interval=60,
+        timeout=timedelta(hours=2),
+        mode="reschedule",
+        execution_timeout=timedelta(minutes=5),
+    )
+    def wait_for_report(report_task_id: str) -> PokeReturnValue:
+        """Poll the report; between pokes the worker slot is released (reschedule)."""
+        from ingestion.airflow_glue import report_api_settings
+        from ingestion.client import ReportApiClient, ReportTimeout
+
+        with ReportApiClient(report_api_settings()) as client:
+            try:
+                # A short burst of polls first: reports are often ready in seconds.
+                report = client.wait_for_report(report_task_id, deadline_s=15, max_delay_s=4)
+            except ReportTimeout:
+                return PokeReturnValue(is_done=False)
+        # Ids and days only: file URLs may be pre-signed (credentials) and stay out of XCom.
+        return PokeReturnValue(
+            is_done=True,
+            xcom_value={
+                "report_id": report.report_id,
+                "start_day": report.start_day.isoformat(),
+                "end_date": report.end_date.isoformat(),
+            },
+        )
+
+    @task
+    def fetch_increment(report: dict[str, Any], day: str) -> dict[str, Any] | None:
+        """Download D's increment files; None when the API answers NOT FOUND."""
+        from ingestion.airflow_glue import increment_workdir, report_api_settings
+        from ingestion.dates import parse_day
+        from ingestion.pipeline import fetch_increment as fetch
+
+        workdir = increment_workdir(DAG_ID, day)
+        return fetch(report_api_settings(), report["report_id"], parse_day(day), workdir)
+
+    @task.branch
+    def branch_on_increment(fetched: dict[str, Any] | None, day: str) -> str:
+        """NOT FOUND skips the staging load; the marts are still refilled from staging."""
+        if fetched is None:
+            print(
+                f"The report API has no increment for {day} (NOT FOUND): nothing is loaded "
+                "into staging. The dbt build still runs so the marts reflect staging."
+            )
+            return "increment_not_found"
+        print(f"Increment {fetched.get('increment_id')} found for {day}: loading staging.")
+        return "load_staging"
+
+    @task
+    def load_staging(fetched: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+        """Replace D's rows in staging with the increment, in one transaction."""
+        from ingestion.airflow_glue import (
+            files_present,
+            increment_workdir,
+            report_api_settings,
+            summary_to_xcom,
+            warehouse_settings,
+        )
+        from ingestion.dates import parse_day
+        from ingestion.pipeline import fetch_increment as fetch
+        from ingestion.pipeline import load_fetched_increment
+        from ingestion.warehouse import connection
+
+        if not files_present(fetched):
+            # Another worker fetched them (no shared volume) or they were cleaned up.
+            day = str(fetched["day"])
+            print(f"increment files for {day} are not on this worker; fetching them again")
+            fetched = fetch(
+                report_api_settings(),
+                report["report_id"],
+                parse_day(day),
+                increment_workdir(DAG_ID, day),
+            )
+            if fetched is None:
+                raise RuntimeError(f"the increment for {day} disappeared from the report API")
+        with connection(warehouse_settings()) as conn:
+            summary = load_fetched_increment(conn, fetched)
+        return summary_to_xcom(summary)
+
+    increment_not_found = EmptyOperator(task_id="increment_not_found")
+    staging_ready = EmptyOperator(
+        task_id="staging_ready", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+    )
+
+    build_sales_mart = DbtTaskGroup(
+        group_id="build_sales_mart",
+        project_config=project_config,
+        profile_config=profile_config,
+        execution_config=execution_config,
+        render_config=_render_config(SALES_MODELS),
+        operator_args={"vars": {"day": DAY_TEMPLATE}},
+    )
+
+    @task.branch
+    def branch_on_week_end(build_week: bool, reason: str) -> str:
+        """The Monday run (D = Sunday) builds the week that D closes."""
+        print(reason)
+        return "build_retention_mart" if build_week else "no_retention_today"
+
+    build_retention_mart = DbtTaskGroup(
+        group_id="build_retention_mart",
+        project_config=project_config,
+        profile_config=profile_config,
+        execution_config=execution_config,
+        render_config=_render_config(RETENTION_MODELS, exclude=SALES_MODELS),
+        operator_args={"vars": {"week_start": WEEK_START_TEMPLATE}},
+    )
+    no_retention_today = EmptyOperator(task_id="no_retention_today")
+    end = EmptyOperator(task_id="end", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+
+    dates = resolve_run_dates()
+    report_task_id = generate_report()
+    chain(dates, prepare_staging(), report_task_id)
+    report = wait_for_report(report_task_id)
+    fetched = fetch_increment(report, dates["day"])
+    loaded = load_staging(fetched, report)
+    branch_on_increment(fetched, dates["day"]) >> [loaded, increment_not_found]
+    [loaded, increment_not_found] >> staging_ready >> build_sales_mart
+    week_branch = branch_on_week_end(dates["build_week"], dates["reason"])
+    build_sales_mart >> week_branch >> [build_retention_mart, no_retention_today] >> end
+
+
+sales_mart()

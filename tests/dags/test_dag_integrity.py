@@ -1,0 +1,179 @@
+"""DagBag integrity of dags/sales_mart.py: imports, wiring, retries, no top-level I/O, speed."""
+
+from __future__ import annotations
+
+import socket
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+DAG_ID = "sales_mart"
+DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
+DAY_TEMPLATE = "{{ ti.xcom_pull(task_ids='resolve_run_dates', key='day') }}"
+WEEK_START_TEMPLATE = "{{ ti.xcom_pull(task_ids='resolve_run_dates', key='week_start') }}"
+
+
+def parse_dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS_DIR))
+
+
+@pytest.fixture(scope="module")
+def dagbag(dbt_manifest: Path):
+    return parse_dagbag()
+
+
+@pytest.fixture(scope="module")
+def dag(dagbag):
+    assert not dagbag.import_errors, dagbag.import_errors
+    return dagbag.dags[DAG_ID]
+
+
+def test_no_import_errors_and_only_the_sales_mart_dag(dagbag) -> None:
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dags) == {DAG_ID}
+
+
+def test_dag_level_settings(dag) -> None:
+    from airflow.sdk import CronTriggerTimetable
+
+    assert dag.tags >= {"sales", "retention", "dbt", "cosmos"}
+    assert dag.max_active_runs == 1
+    assert dag.catchup is False
+    assert isinstance(dag.timetable, CronTriggerTimetable)
+    assert dag.dagrun_timeout is not None
+    assert dag.doc_md and "rebuild" in dag.doc_md.lower()
+    assert dag.start_date is not None and dag.start_date.tzinfo is not None
+    assert set(dag.params.keys()) >= {"day", "rebuild_week"}
+    assert dag.params["day"] is None and dag.params["rebuild_week"] is False
+
+
+def test_every_task_retries_with_backoff_and_has_a_timeout(dag) -> None:
+    for task in dag.tasks:
+        assert task.retries >= 1, task.task_id
+        assert task.retry_exponential_backoff > 1, task.task_id
+        assert task.max_retry_delay is not None, task.task_id
+        assert task.execution_timeout is not None, task.task_id
+        assert task.execution_timeout <= timedelta(hours=1), task.task_id
+        assert task.on_failure_callback, task.task_id
+
+
+def test_report_sensor_reschedules_and_has_a_deadline(dag) -> None:
+    sensor = dag.get_task("wait_for_report")
+    assert sensor.mode == "reschedule"
+    assert 0 < sensor.timeout <= timedelta(hours=6).total_seconds()
+    assert sensor.upstream_task_ids == {"generate_report"}
+
+
+def test_flow(dag) -> None:
+    def downstream(task_id: str) -> set[str]:
+        return dag.get_task(task_id).downstream_task_ids
+
+    assert downstream("resolve_run_dates") >= {"prepare_staging"}
+    assert downstream("prepare_staging") == {"generate_report"}
+    assert downstream("wait_for_report") >= {"fetch_increment"}
+    assert downstream("branch_on_increment") == {"load_staging", "increment_not_found"}
+    assert dag.get_task("staging_ready").upstream_task_ids == {
+        "load_staging",
+        "increment_not_found",
+    }
+    assert dag.get_task("staging_ready").trigger_rule == "none_failed_min_one_success"
+    sales_roots = {t for t in downstream("staging_ready") if t.startswith("build_sales_mart.")}
+    assert sales_roots and sales_roots == downstream("staging_ready")
+    week_branch = downstream("branch_on_week_end")
+    assert "no_retention_today" in week_branch
+    assert any(t.startswith("build_retention_mart.") for t in week_branch)
+    assert dag.get_task("end").trigger_rule == "none_failed_min_one_success"
+    assert dag.get_task("end").downstream_task_ids == set()
+
+
+def _dbt_tasks(dag, group: str) -> dict[str, object]:
+    return {t.task_id: t for t in dag.tasks if t.task_id.startswith(f"{group}.")}
+
+
+def test_sales_group_builds_dimensions_and_f_sales_for_the_day(dag) -> None:
+    tasks = _dbt_tasks(dag, "build_sales_mart")
+    ids = set(tasks)
+    for model in ("d_calendar", "d_city", "d_customer", "d_item", "f_sales"):
+        assert any(t.split(".")[1].startswith(model) for t in ids), model
+    # Tests run after each model: f_sales has its own test task after its run task.
+    assert "build_sales_mart.f_sales.test" in ids
+    f_sales_test = dag.get_task("build_sales_mart.f_sales.test")
+    assert "build_sales_mart.f_sales.run" in f_sales_test.upstream_task_ids
+    assert not any("f_customer_retention" in t for t in ids)
+    for task in tasks.values():
+        assert task.vars == {"day": DAY_TEMPLATE}, task.task_id
+        assert task.install_deps is False, task.task_id
+        assert not getattr(task, "full_refresh", False), task.task_id
+        assert task.profile_config.profile_mapping.conn_id == "warehouse"
+
+
+def test_retention_group_builds_only_the_retention_mart_for_the_week(dag) -> None:
+    tasks = _dbt_tasks(dag, "build_retention_mart")
+    assert set(tasks) == {
+        "build_retention_mart.f_customer_retention.run",
+        "build_retention_mart.f_customer_retention.test",
+    }
+    for task in tasks.values():
+        assert task.vars == {"week_start": WEEK_START_TEMPLATE}, task.task_id
+        assert task.install_deps is False
+
+
+def test_profile_is_generated_from_the_connection_without_secrets(dag) -> None:
+    mapping = dag.get_task("build_sales_mart.f_sales.run").profile_config.profile_mapping
+    assert type(mapping).__name__ == "PostgresUserPasswordProfileMapping"
+    assert mapping.profile_args.get("schema") == "mart"
+    assert "password" in mapping.secret_fields  # rendered as an env_var() reference
+
+
+def test_parse_needs_no_network_database_connection_or_variable(dbt_manifest, monkeypatch) -> None:
+    """Top-level code does no I/O: parsing works with every outside service unreachable."""
+    from airflow.sdk import BaseHook, Variable
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the DAG file reached out at parse time")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(BaseHook, "get_connection", refuse)
+    monkeypatch.setattr(Variable, "get", refuse)
+    monkeypatch.setenv("PGHOST", "unreachable.invalid")
+    monkeypatch.delenv("AIRFLOW_CONN_WAREHOUSE", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_REPORT_API", raising=False)
+    import psycopg2
+
+    monkeypatch.setattr(psycopg2, "connect", refuse)
+    bag = parse_dagbag()
+    assert bag.import_errors == {}
+    assert DAG_ID in bag.dags
+
+
+def test_parse_takes_under_a_second(dagbag) -> None:
+    # The first parse of a process also loads plugins and providers once; the
+    # dag-processor has those loaded, so time a parse after that.
+    started = time.perf_counter()
+    bag = parse_dagbag()
+    elapsed = time.perf_counter() - started
+    assert bag.import_errors == {}
+    assert elapsed < 1.0, f"parsing dags/ took {elapsed:.2f}s"
+
+
+@pytest.mark.parametrize(
+    ("logical_date", "day", "builds_week"),
+    [
+        (datetime(2024, 10, 7, 3, tzinfo=UTC), "2024-10-06", True),  # Monday run
+        (datetime(2024, 10, 8, 3, tzinfo=UTC), "2024-10-07", False),
+        (datetime(2025, 1, 6, 3, tzinfo=UTC), "2025-01-05", True),  # 2025-W01 from 2024-12-30
+    ],
+)
+def test_scheduled_runs_resolve_their_day_and_week(logical_date, day, builds_week) -> None:
+    from ingestion.airflow_glue import resolve_run_dates
+
+    dates = resolve_run_dates(logical_date=logical_date, run_after=logical_date).as_xcom()
+    assert dates["day"] == day
+    assert dates["build_week"] is builds_week
+    if builds_week:
+        assert dates["week_end"] == day
