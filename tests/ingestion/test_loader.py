@@ -1,0 +1,441 @@
+"""The staging loader against the real course extracts, on a real PostgreSQL.
+
+Expected numbers are computed independently from the fixture CSVs with the ``csv``
+module, never taken from the loader. Bad files are crafted from tmp_path copies.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import shutil
+from collections import defaultdict
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from ingestion import loader
+from ingestion.loader import BadInputError, LoadSummary, load_increment, load_report
+from ingestion.migrate import migrate
+
+REPORT_START, REPORT_END = date(2024, 9, 8), date(2024, 9, 30)
+DAY_OLD_FORMAT, DAY_NEW_FORMAT = date(2024, 10, 1), date(2024, 10, 2)
+STAGING_TABLES = ("user_order_log", "user_activity_log", "customer_research", "price_log")
+ORDER_HEADER = (
+    "id,uniq_id,date_time,city_id,city_name,customer_id,first_name,last_name,"
+    "item_id,item_name,quantity,payment_amount"
+)
+
+
+@pytest.fixture
+def conn(pg_conn):
+    """A migrated, empty staging schema."""
+    migrate(pg_conn)
+    return pg_conn
+
+
+def report_files(fixtures_dir: Path) -> dict[str, Path | None]:
+    return {name: fixtures_dir / "report" / f"{name}.csv" for name in STAGING_TABLES}
+
+
+def increment_files(fixtures_dir: Path, day: date) -> dict[str, Path | None]:
+    folder = fixtures_dir / "increments" / day.isoformat()
+    files: dict[str, Path | None] = {}
+    for name in STAGING_TABLES:
+        path = folder / f"{name}_inc.csv"
+        files[name] = path if path.exists() else None
+    return files
+
+
+def distinct_rows(path: Path, key: tuple[str, ...] = ("uniq_id",)) -> dict[tuple, dict]:
+    """The fixture's rows, one per key (the source repeats rows, identical but for id)."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        return {tuple(row[k] for k in key): row for row in csv.DictReader(handle)}
+
+
+def amounts_per_day(rows: dict[tuple, dict]) -> dict[str, Decimal]:
+    sums: dict[str, Decimal] = defaultdict(Decimal)
+    for row in rows.values():
+        sums[row["date_time"][:10]] += Decimal(row["payment_amount"])
+    return dict(sums)
+
+
+def query(conn, text: str, params: tuple = ()) -> list[tuple]:
+    with conn.cursor() as cur:
+        cur.execute(text, params)
+        rows = cur.fetchall()
+    conn.rollback()
+    return rows
+
+
+def snapshot(conn) -> dict[str, list[tuple]]:
+    """Every staging table's rows, sorted, without ``loaded_at`` (a rerun's clock moves)."""
+    result: dict[str, list[tuple]] = {}
+    for table in STAGING_TABLES:
+        columns = [
+            name
+            for (name,) in query(
+                conn,
+                "select column_name from information_schema.columns where table_schema ="
+                " 'staging' and table_name = %s and column_name <> 'loaded_at'"
+                " order by ordinal_position",
+                (table,),
+            )
+        ]
+        rows = query(conn, f"select {', '.join(columns)} from staging.{table}")
+        result[table] = sorted(rows, key=repr)
+    return result
+
+
+def copy_increment(fixtures_dir: Path, day: date, tmp_path: Path) -> dict[str, Path | None]:
+    """A writable copy of an increment, for crafting bad files."""
+    folder = tmp_path / day.isoformat()
+    shutil.copytree(fixtures_dir / "increments" / day.isoformat(), folder)
+    files: dict[str, Path | None] = {}
+    for name in STAGING_TABLES:
+        path = folder / f"{name}_inc.csv"
+        files[name] = path if path.exists() else None
+    return files
+
+
+def edit_line(path: Path, line: int, edit) -> None:
+    lines = path.read_text(encoding="utf-8").split("\n")
+    lines[line - 1] = edit(lines[line - 1])
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+# --- good loads -------------------------------------------------------------------------
+
+
+def test_full_report_loads_one_row_per_distinct_key(conn, fixtures_dir: Path) -> None:
+    summary = load_report(conn, REPORT_START, REPORT_END, report_files(fixtures_dir), "r-1")
+
+    orders = distinct_rows(fixtures_dir / "report" / "user_order_log.csv")
+    activity = distinct_rows(fixtures_dir / "report" / "user_activity_log.csv")
+    research = distinct_rows(
+        fixtures_dir / "report" / "customer_research.csv", ("date_id", "category_id", "geo_id")
+    )
+    with (fixtures_dir / "report" / "user_order_log.csv").open(encoding="utf-8") as handle:
+        order_lines = sum(1 for _ in handle) - 1
+
+    counts = {
+        table: query(conn, f"select count(*) from staging.{table}")[0][0]
+        for table in STAGING_TABLES
+    }
+    assert counts == {
+        "user_order_log": len(orders),
+        "user_activity_log": len(activity),
+        "customer_research": len(research),
+        "price_log": 12,
+    }
+    assert len(orders) < order_lines  # the fixture really does repeat rows
+    loaded_sums = dict(
+        query(
+            conn,
+            "select date_time::date::text, sum(payment_amount)"
+            " from staging.user_order_log group by 1",
+        )
+    )
+    assert loaded_sums == amounts_per_day(orders)
+    assert query(conn, "select distinct status, batch_id from staging.user_order_log") == [
+        ("shipped", "r-1")
+    ]
+    assert query(conn, "select distinct price_date from staging.price_log") == [(REPORT_END,)]
+    # A Cyrillic name arrives intact.
+    assert ("Москва",) in query(conn, "select distinct city_name from staging.user_order_log")
+
+    order_load = summary.tables["user_order_log"]
+    assert (order_load.rows_read, order_load.rows_loaded) == (order_lines, len(orders))
+    assert order_load.duplicates_dropped == order_lines - len(orders)
+    assert summary.missing == []
+    audit = query(
+        conn,
+        "select table_name, outcome, rows_read, duplicates_dropped, rows_loaded, start_day,"
+        " end_day from staging.load_audit where batch_id = 'r-1' and table_name ="
+        " 'user_order_log'",
+    )
+    assert audit == [
+        (
+            "user_order_log",
+            "loaded",
+            order_lines,
+            order_lines - len(orders),
+            len(orders),
+            REPORT_START,
+            REPORT_END,
+        )
+    ]
+
+
+def test_old_format_increment_is_all_shipped(conn, fixtures_dir: Path) -> None:
+    load_increment(conn, DAY_OLD_FORMAT, increment_files(fixtures_dir, DAY_OLD_FORMAT), "i-1")
+    orders = distinct_rows(fixtures_dir / "increments" / "2024-10-01" / "user_order_log_inc.csv")
+    assert query(conn, "select status, count(*) from staging.user_order_log group by 1") == [
+        ("shipped", len(orders))
+    ]
+    assert dict(
+        query(
+            conn,
+            "select date_time::date::text, sum(payment_amount)"
+            " from staging.user_order_log group by 1",
+        )
+    ) == amounts_per_day(orders)
+    assert query(conn, "select distinct price_date from staging.price_log") == [(DAY_OLD_FORMAT,)]
+    assert query(conn, "select count(*) from staging.customer_research") == [(30,)]
+
+
+def test_new_format_increment_keeps_refunds_and_reports_the_missing_file(
+    conn, fixtures_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = increment_files(fixtures_dir, DAY_NEW_FORMAT)
+    assert files["customer_research"] is None  # the API answered 404 for it
+    with caplog.at_level(logging.WARNING, logger="ingestion.loader"):
+        summary = load_increment(conn, DAY_NEW_FORMAT, files, "i-2")
+
+    orders = distinct_rows(fixtures_dir / "increments" / "2024-10-02" / "user_order_log_inc.csv")
+    expected_status: dict[str, int] = defaultdict(int)
+    for row in orders.values():
+        expected_status[row["status"]] += 1
+    assert dict(
+        query(conn, "select status, count(*) from staging.user_order_log group by 1")
+    ) == dict(expected_status)
+    assert expected_status["refunded"] > 0
+    # Amounts stay positive on refunded rows, as the source sends them.
+    assert query(
+        conn, "select min(payment_amount) > 0 from staging.user_order_log where status = 'refunded'"
+    ) == [(True,)]
+    assert summary.missing == ["customer_research"]
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "2024-10-02" in warning and "customer_research" in warning
+    assert query(
+        conn,
+        "select outcome, file_name from staging.load_audit where table_name = 'customer_research'",
+    ) == [("missing", None)]
+    text = str(summary)
+    assert "customer_research" in text and "missing" in text and "user_order_log" in text
+
+
+def test_missing_file_leaves_that_days_rows_intact(
+    conn, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    # Earlier, a customer_research file for 2024-10-02 was loaded...
+    research = tmp_path / "customer_research_inc.csv"
+    source = fixtures_dir / "increments" / "2024-10-01" / "customer_research_inc.csv"
+    research.write_text(
+        source.read_text(encoding="utf-8").replace("2024-10-01T", "2024-10-02T"), encoding="utf-8"
+    )
+    load_increment(conn, DAY_NEW_FORMAT, {"customer_research": research}, "earlier")
+    before = query(conn, "select * from staging.customer_research order by 1, 2, 3")
+    assert len(before) == 30
+
+    # ...then the day is reloaded while the API answers 404 for that file.
+    load_increment(conn, DAY_NEW_FORMAT, increment_files(fixtures_dir, DAY_NEW_FORMAT), "again")
+    assert query(conn, "select * from staging.customer_research order by 1, 2, 3") == before
+
+
+def test_reloading_a_day_leaves_staging_identical(conn, fixtures_dir: Path) -> None:
+    load_report(conn, REPORT_START, REPORT_END, report_files(fixtures_dir), "r-1")
+    load_increment(conn, DAY_OLD_FORMAT, increment_files(fixtures_dir, DAY_OLD_FORMAT), "i-1")
+    load_increment(conn, DAY_NEW_FORMAT, increment_files(fixtures_dir, DAY_NEW_FORMAT), "i-2")
+    first = snapshot(conn)
+
+    summary = load_increment(
+        conn, DAY_NEW_FORMAT, increment_files(fixtures_dir, DAY_NEW_FORMAT), "i-2"
+    )
+    assert snapshot(conn) == first
+    load = summary.tables["user_order_log"]
+    assert load.rows_replaced == load.rows_loaded  # the same rows, swapped for themselves
+
+    load_report(conn, REPORT_START, REPORT_END, report_files(fixtures_dir), "r-1")
+    assert snapshot(conn) == first
+
+
+def test_an_order_line_that_moved_days_is_not_doubled(
+    conn, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    load_increment(conn, DAY_OLD_FORMAT, increment_files(fixtures_dir, DAY_OLD_FORMAT), "i-1")
+    moved = tmp_path / "user_order_log_inc.csv"
+    uniq_id = query(conn, "select min(uniq_id) from staging.user_order_log")[0][0]
+    moved.write_text(
+        f"{ORDER_HEADER},status\n"
+        f"1,{uniq_id},2024-10-02T00:00:00,0,Москва,1,Анна,Лебедева,1,Томаты,1,50,refunded\n",
+        encoding="utf-8",
+    )
+    load_increment(conn, DAY_NEW_FORMAT, {"user_order_log": moved}, "i-2")
+    assert query(
+        conn,
+        "select date_time::date, status from staging.user_order_log where uniq_id = %s",
+        (uniq_id,),
+    ) == [(DAY_NEW_FORMAT, "refunded")]
+
+
+def test_quoted_fields_and_crlf_line_endings(conn, tmp_path: Path) -> None:
+    path = tmp_path / "user_order_log_inc.csv"
+    path.write_bytes(
+        (
+            f"{ORDER_HEADER}\r\n"
+            '1,q1,2024-10-02T00:00:00,0,"Москва, центр",1,Анна,Лебедева,1,'
+            '"Томаты\r\nкрупные",1,50\r\n'
+            "2,q2,2024-10-02T00:00:00,0,Москва,1,Анна,Лебедева,1,Томаты,1,50.5\r\n"
+        ).encode()
+    )
+    load_increment(conn, DAY_NEW_FORMAT, {"user_order_log": path}, "q")
+    assert query(
+        conn,
+        "select uniq_id, city_name, item_name, payment_amount"
+        " from staging.user_order_log order by 1",
+    ) == [
+        ("q1", "Москва, центр", "Томаты\r\nкрупные", Decimal("50.00")),
+        ("q2", "Москва", "Томаты", Decimal("50.50")),
+    ]
+
+    # A quoted line break still leaves the reported line numbers exact.
+    path.write_bytes(path.read_bytes().replace(b",50.5\r\n", b",5x\r\n"))
+    with pytest.raises(BadInputError, match="line 4: payment_amount '5x'"):
+        load_increment(conn, DAY_NEW_FORMAT, {"user_order_log": path}, "q")
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+def _wrong_header(line: str) -> str:
+    return line.replace("payment_amount", "amount")
+
+
+BAD_ORDER_FILES = [
+    # (what is wrong, line to edit, edit, expected line in the message, words of the reason)
+    ("wrong header", 1, _wrong_header, 1, "header"),
+    ("non-numeric amount", 5, lambda line: line.rsplit(",", 2)[0] + ",12x,shipped", 5, "amount"),
+    ("unknown status", 7, lambda line: line.rsplit(",", 1)[0] + ",lost", 7, "status 'lost'"),
+    ("truncated row", 9, lambda line: line.rsplit(",", 3)[0], 9, "expected 13 fields"),
+    (
+        "row dated outside the day",
+        11,
+        lambda line: line.replace("2024-10-02T00:00:00", "2024-10-03T00:00:00"),
+        11,
+        "outside the day 2024-10-02",
+    ),
+    (
+        "impossible timestamp",
+        4,
+        lambda line: line.replace("2024-10-02T00:00:00", "2024-10-02 00:00"),
+        4,
+        "not a timestamp",
+    ),
+    ("negative quantity", 3, lambda line: _replace_field(line, 10, "-1"), 3, "quantity -1"),
+]
+
+
+def _replace_field(line: str, index: int, value: str) -> str:
+    fields = line.split(",")
+    fields[index] = value
+    return ",".join(fields)
+
+
+@pytest.mark.parametrize(
+    ("problem", "line", "edit", "reported_line", "reason"),
+    BAD_ORDER_FILES,
+    ids=[case[0] for case in BAD_ORDER_FILES],
+)
+def test_bad_order_file_is_refused_and_staging_unchanged(
+    conn, fixtures_dir: Path, tmp_path: Path, problem, line, edit, reported_line, reason
+) -> None:
+    load_increment(conn, DAY_NEW_FORMAT, increment_files(fixtures_dir, DAY_NEW_FORMAT), "good")
+    before = snapshot(conn)
+    files = copy_increment(fixtures_dir, DAY_NEW_FORMAT, tmp_path)
+    bad_file = files["user_order_log"]
+    assert bad_file is not None
+    edit_line(bad_file, line, edit)
+
+    with pytest.raises(BadInputError) as caught:
+        load_increment(conn, DAY_NEW_FORMAT, files, "bad")
+
+    error = caught.value
+    message = str(error)
+    assert (error.day, error.file, error.line) == ("2024-10-02", bad_file, reported_line)
+    assert "2024-10-02" in message and str(bad_file) in message
+    assert f"line {reported_line}" in message and reason in message
+    assert snapshot(conn) == before
+    assert query(conn, "select count(*) from staging.load_audit where batch_id = 'bad'") == [(0,)]
+
+
+def test_conflicting_repeat_of_a_key_is_bad_input(conn, tmp_path: Path) -> None:
+    path = tmp_path / "user_order_log_inc.csv"
+    path.write_text(
+        f"{ORDER_HEADER}\n"
+        "1,k1,2024-10-02T00:00:00,0,Москва,1,Анна,Лебедева,1,Томаты,1,50\n"
+        "2,k1,2024-10-02T00:00:00,0,Москва,1,Анна,Лебедева,1,Томаты,1,50\n"
+        "3,k1,2024-10-02T00:00:00,0,Москва,1,Анна,Лебедева,1,Томаты,2,100\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(BadInputError, match=r"line 4: key k1 repeats an earlier row.*quantity"):
+        load_increment(conn, DAY_NEW_FORMAT, {"user_order_log": path}, "b")
+
+
+def test_bad_price_log_and_report_range(conn, fixtures_dir: Path, tmp_path: Path) -> None:
+    prices = tmp_path / "price_log.csv"
+    prices.write_text("Молоко 1%,100\nitem_name,price\n", encoding="utf-8")
+    with pytest.raises(BadInputError, match=r"2024-09-08\.\.2024-09-30.*line 2.*price"):
+        load_report(conn, REPORT_START, REPORT_END, {"price_log": prices}, "r")
+
+    activity = tmp_path / "user_activity_log.csv"
+    activity.write_text(
+        "id,uniq_id,date_time,action_id,customer_id,quantity\n"
+        "1,u1,2024-09-30T23:59:59,1,2,3\n"
+        "2,u2,2024-10-01T00:00:00,1,2,3\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(BadInputError, match=r"line 3.*outside the report's days"):
+        load_report(conn, REPORT_START, REPORT_END, {"user_activity_log": activity}, "r")
+
+
+def test_failure_while_loading_leaves_staging_as_it_was(
+    conn, fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_increment(conn, DAY_OLD_FORMAT, increment_files(fixtures_dir, DAY_OLD_FORMAT), "i-1")
+    before = snapshot(conn)
+
+    # Every file is valid; the database step fails after the first table was replaced.
+    real_replace = loader._replace_period
+    calls: list[str] = []
+
+    def failing_replace(cur, item, *args, **kwargs):
+        calls.append(item.spec.name)
+        if len(calls) == 2:
+            raise RuntimeError("simulated failure on the second file")
+        return real_replace(cur, item, *args, **kwargs)
+
+    monkeypatch.setattr(loader, "_replace_period", failing_replace)
+    files = increment_files(fixtures_dir, DAY_OLD_FORMAT)
+    with pytest.raises(RuntimeError, match="second file"):
+        load_increment(conn, DAY_OLD_FORMAT, files, "i-1-rerun")
+    assert calls == ["user_order_log", "user_activity_log"]
+    assert snapshot(conn) == before
+    assert query(conn, "select count(*) from staging.load_audit where batch_id = 'i-1-rerun'") == [
+        (0,)
+    ]
+
+
+def test_load_refuses_an_unmigrated_database(pg_conn, fixtures_dir: Path) -> None:
+    with pytest.raises(RuntimeError, match="not migrated"):
+        load_increment(
+            pg_conn, DAY_OLD_FORMAT, increment_files(fixtures_dir, DAY_OLD_FORMAT), "i-1"
+        )
+
+
+def test_summary_format_is_a_small_table() -> None:
+    summary = LoadSummary(batch_id="i-9", start_day=DAY_NEW_FORMAT, end_day=DAY_NEW_FORMAT)
+    summary.tables["user_order_log"] = loader.TableLoad(
+        table="user_order_log",
+        file=Path("user_order_log_inc.csv"),
+        rows_read=919,
+        duplicates_dropped=576,
+        rows_loaded=343,
+    )
+    summary.missing.append("customer_research")
+    lines = summary.format().splitlines()
+    assert lines[0] == "batch i-9, 2024-10-02:"
+    assert "919 read" in lines[1] and "576 repeats dropped" in lines[1] and "343 loaded" in lines[1]
+    assert "customer_research" in lines[2] and "missing" in lines[2]
