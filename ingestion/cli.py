@@ -13,6 +13,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from datetime import date, timedelta
+from pathlib import Path
 
 from ingestion.warehouse import connection, ensure_warehouse
 
@@ -45,7 +46,10 @@ def cmd_env(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     from ingestion.report_api import LocalApiConfig, serve_forever
 
-    config = LocalApiConfig(seed=args.seed, orders_per_day=args.orders_per_day)
+    if args.extracts:
+        config = LocalApiConfig.from_extracts(args.extracts)
+    else:
+        config = LocalApiConfig(seed=args.seed, orders_per_day=args.orders_per_day)
     serve_forever(config, host=args.host, port=args.port)
 
 
@@ -123,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--seed", type=int, default=42)
     serve.add_argument("--orders-per-day", type=int, default=1000)
+    serve.add_argument(
+        "--extracts",
+        type=Path,
+        metavar="DIR",
+        help="serve recorded extracts (report/, increments/<day>/) instead of synthetic data",
+    )
     serve.set_defaults(func=cmd_serve)
 
     commands.add_parser("load-report", help="load the full report into staging").set_defaults(

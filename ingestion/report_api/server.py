@@ -12,6 +12,7 @@ real fault instead of a mock.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import threading
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -71,6 +73,31 @@ class LocalApiConfig:
     fail_first: Mapping[str, int] = field(default_factory=dict)
     fail_status: int = 503
     fail_retry_after_s: int = 0
+    extracts_dir: Path | None = None
+
+    @classmethod
+    def from_extracts(cls, extracts_dir: Path, **overrides: Any) -> LocalApiConfig:
+        """Serve recorded extracts instead of synthetic data.
+
+        ``extracts_dir`` holds ``report/<name>.csv`` and ``increments/<YYYY-MM-DD>/<name>_inc.csv``
+        (the layout of ``shared/fixtures/course_api``). The report window is read from the
+        report's order dates; a day without a folder is NOT FOUND, an absent file is a 404.
+        """
+        days = _order_days(extracts_dir / "report" / "user_order_log.csv")
+        increments = sorted(
+            date.fromisoformat(folder.name)
+            for folder in (extracts_dir / "increments").iterdir()
+            if folder.is_dir()
+        )
+        settings: dict[str, Any] = {
+            "report_start": min(days),
+            "report_end": max(days),
+            "increments_until": max(increments, default=max(days)),
+            "not_found_days": frozenset(),
+            "missing_files": frozenset(),
+            "extracts_dir": extracts_dir,
+        }
+        return cls(**{**settings, **overrides})
 
     def __post_init__(self) -> None:
         if self.report_end < self.report_start:
@@ -101,6 +128,20 @@ class LocalApiConfig:
         return synthetic.stable_hex(self.seed, "increment", self.report_id, day)
 
 
+def _order_days(path: Path) -> set[date]:
+    """The distinct days of an order log's ``date_time`` column (third field)."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = csv.reader(handle)
+        next(rows)  # header
+        return {date.fromisoformat(row[2][:10]) for row in rows if row}
+
+
+def _read_chunks(path: Path, size: int = 1 << 16) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(size):
+            yield chunk
+
+
 def _api_datetime(day: date) -> str:
     """The API's JSON date format: ``2024-01-13 00:00:00``."""
     return f"{day.isoformat()} 00:00:00"
@@ -119,7 +160,11 @@ class _ApiState:
         self.increment_days: dict[str, date] = {}
         day = config.report_end + timedelta(days=1)
         while day <= config.increments_until:
-            if day not in config.not_found_days:
+            recorded = (
+                config.extracts_dir is None
+                or (config.extracts_dir / "increments" / day.isoformat()).is_dir()
+            )
+            if day not in config.not_found_days and recorded:
                 self.increment_days[config.increment_id(day)] = day
             day += timedelta(days=1)
 
@@ -350,7 +395,7 @@ class _Handler(BaseHTTPRequestHandler):
             return f"{day} is not after the report's end_date {config.report_end}"
         if day > config.increments_until:
             return f"no increment has been built for {day} yet"
-        if day in config.not_found_days:
+        if config.increment_id(day) not in self.state.increment_days:
             return f"the increment for {day} was not produced"
         return None
 
@@ -361,6 +406,8 @@ class _Handler(BaseHTTPRequestHandler):
         if len(parts) == 2 and parts[0] == config.report_id:
             name = parts[1].removesuffix(".csv")
             if name in _FILE_NAMES:
+                if config.extracts_dir is not None:
+                    return self._send_recorded(config.extracts_dir / "report" / f"{name}.csv")
                 return self._send_stream(
                     synthetic.iter_file(config.shape, name, config.report_days)
                 )
@@ -374,8 +421,16 @@ class _Handler(BaseHTTPRequestHandler):
                 and name in _FILE_NAMES
                 and (day, file_name) not in config.missing_files
             ):
+                if config.extracts_dir is not None:
+                    folder = config.extracts_dir / "increments" / day.isoformat()
+                    return self._send_recorded(folder / f"{file_name}.csv")
                 return self._send_stream(synthetic.iter_file(config.shape, name, [day]))
         return self._send_error(HTTPStatus.NOT_FOUND, f"no such file /files/{'/'.join(parts)}")
+
+    def _send_recorded(self, path: Path) -> int:
+        if not path.is_file():
+            return self._send_error(HTTPStatus.NOT_FOUND, f"no such file {path.name}")
+        return self._send_stream(_read_chunks(path))
 
 
 class _ReportApiHttpServer(ThreadingHTTPServer):
