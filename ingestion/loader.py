@@ -524,7 +524,7 @@ def _load(
             row = cur.fetchone()
             if row is None or row[0] is None:
                 raise RuntimeError(
-                    "staging schema is not migrated: run `python -m ingestion.migrate` first"
+                    "staging schema is not migrated: run `python -m ingestion migrate` first"
                 )
             # Serialise loads of the same tables (readers are not blocked): two loads of
             # one day at once would otherwise collide on the keys they both insert.

@@ -152,7 +152,10 @@ def _apply_one(conn: Connection, migration: Migration) -> None:
         ) from exc
     finally:
         for notice in conn.notices:
-            log.info("%s: %s", migration.name, notice.strip().removeprefix("NOTICE:  "))
+            text = notice.strip().removeprefix("NOTICE:  ")
+            # `create ... if not exists` on a legacy deployment is expected, not news.
+            level = logging.DEBUG if text.endswith("already exists, skipping") else logging.INFO
+            log.log(level, "%s: %s", migration.name, text)
         del conn.notices[:]
     log.info("applied migration %s", migration.name)
 
