@@ -101,7 +101,7 @@ def run_dbt(
     this process's environment (e.g. libpq settings for another database).
     """
     command = [dbt_executable(), *args]
-    command += ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+    command += ["--no-use-colors", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
     if vars:
         command += ["--vars", json.dumps({k: _plain(v) for k, v in vars.items()})]
     full_env = {**os.environ, "DO_NOT_TRACK": "1", **(env or {})}

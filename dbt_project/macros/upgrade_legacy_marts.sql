@@ -18,6 +18,8 @@
     - d_customer gains the columns its order-independent merge compares
       (last_ordered_at, last_order_uniq_id; null on legacy rows, which therefore lose to
       any newer order line).
+    - Legacy varchar(n) columns of the dimensions become text (no table rewrite), so a
+      longer name in a new extract cannot fail the merge.
     - The index on f_sales.date_id that the day refill relies on is created if missing
       (dbt only creates `indexes` when it creates the table).
 #}
@@ -43,13 +45,21 @@
                     table_schema = 'mart' and table_name = 'd_customer'
                     and column_name = 'last_order_uniq_id'
             ) as d_customer_needs_columns,
+            (
+                select coalesce(string_agg(table_name || '.' || column_name, ' '), '')
+                from information_schema.columns
+                where
+                    table_schema = 'mart'
+                    and table_name in ('d_city', 'd_customer', 'd_item')
+                    and data_type = 'character varying'
+            ) as short_text_columns,
             exists (
                 select 1 from pg_constraint
                 where contype = 'f' and conrelid = to_regclass('mart.f_sales')
             ) as has_foreign_keys
     {%- endset -%}
     {%- set state = run_query(probe).rows[0] -%}
-    {%- set has_f_sales, has_uniq_id, has_legacy_id, d_customer_needs_columns, has_foreign_keys = state -%}
+    {%- set has_f_sales, has_uniq_id, has_legacy_id, d_customer_needs_columns, short_text_columns, has_foreign_keys = state -%}
 
     {%- if has_f_sales and has_legacy_id and (not has_uniq_id or has_foreign_keys) -%}
         {% do log("upgrade_legacy_marts: upgrading the legacy mart.f_sales in place", info=true) %}
@@ -83,6 +93,12 @@
         {%- endset -%}
         {% do run_query(upgrade_d_customer) %}
     {%- endif -%}
+
+    {#- legacy varchar(15) names would reject longer ones; varchar -> text needs no rewrite -#}
+    {%- for qualified in short_text_columns.split() -%}
+        {%- set table, column = qualified.split('.') -%}
+        {% do run_query('alter table mart.' ~ table ~ ' alter column ' ~ adapter.quote(column) ~ ' type text') %}
+    {%- endfor -%}
 
     {{ return('') }}
 {% endmacro %}
