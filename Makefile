@@ -7,7 +7,7 @@ export AIRFLOW__COSMOS__ENABLE_TELEMETRY := False
 # Cosmos and `airflow dags test` look for the `dbt` executable on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv demo test lint format lock clean
+.PHONY: venv demo test lint format lock clean bench
 
 venv: $(VENV)/.installed
 
@@ -39,3 +39,6 @@ lock: venv  ## re-freeze constraints.txt after changing requirements.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache dbt_project/target dbt_project/logs
+
+bench: venv  ## rerun the benchmarks (ratios against in-run baselines) -> docs/benchmarks.md
+	$(BIN)/python -m benchmarks
