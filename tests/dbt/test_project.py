@@ -1,0 +1,51 @@
+"""The dbt project parses, documents itself, and its Python API fails clearly."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pytest
+
+from ingestion import dbt
+
+
+def test_parse_and_docs_generate(warehouse: dict[str, str]) -> None:
+    dbt.run_dbt(["parse"])
+    dbt.run_dbt(["docs", "generate"])
+    manifest = json.loads((dbt.DBT_PROJECT_DIR / "target" / "manifest.json").read_text())
+    models = {
+        node["name"]: node
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "model"
+    }
+    assert {"d_calendar", "d_city", "d_customer", "d_item", "f_sales", "f_customer_retention"} <= (
+        set(models)
+    )
+    for name, node in models.items():
+        assert node["description"].strip(), f"{name} has no description"
+        assert node["columns"], f"{name} documents no columns"
+        for column, spec in node["columns"].items():
+            assert spec["description"].strip(), f"{name}.{column} has no description"
+    marts = {name: node["schema"] for name, node in models.items() if not name.startswith("stg_")}
+    assert set(marts.values()) == {"mart"}
+    assert {node["schema"] for name, node in models.items() if name.startswith("stg_")} == {
+        "staging"
+    }
+    tested = {
+        manifest["nodes"][parent]["name"]
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "test"
+        for parent in node["depends_on"]["nodes"]
+        if parent.startswith("model.")
+    }
+    assert set(models) <= tested
+    unit_tests = {test["name"] for test in manifest["unit_tests"].values()}
+    assert len(unit_tests) >= 5
+
+
+def test_week_start_must_be_a_monday(warehouse: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="not a Monday"):
+        dbt.build_retention_week(date(2024, 10, 1))
+    with pytest.raises(dbt.DbtError, match="not a Monday"):
+        dbt.run_dbt(["compile", "--select", "f_customer_retention"], vars={"week_start": "2024-10-01"})
