@@ -157,6 +157,38 @@ def warehouse_settings(conn_id: str = WAREHOUSE_CONN_ID) -> dict[str, str]:
     return settings
 
 
+# Cosmos's PostgresUserPasswordProfileMapping requires a password; servers that trust
+# local connections (the embedded one, CI) ignore it.
+PLACEHOLDER_PASSWORD = "unused-trust-auth"
+
+
+def airflow_connection_env(libpq: Mapping[str, str], api: ApiSettings) -> dict[str, str]:
+    """``AIRFLOW_CONN_WAREHOUSE`` / ``AIRFLOW_CONN_REPORT_API`` (JSON form) for a local Airflow.
+
+    The JSON form keeps a unix-socket directory as the warehouse host and the report
+    API's base URL as the HTTP host, as the connections are documented, without URL
+    encoding. The values hold secrets: pass them in the environment, never print them.
+    """
+    warehouse = {
+        "conn_type": "postgres",
+        "host": libpq["PGHOST"],
+        "port": int(libpq.get("PGPORT") or 5432),
+        "login": libpq.get("PGUSER") or "postgres",
+        "password": libpq.get("PGPASSWORD") or PLACEHOLDER_PASSWORD,
+        "schema": libpq.get("PGDATABASE") or "postgres",
+    }
+    report_api = {
+        "conn_type": "http",
+        "host": api.base_url,
+        "password": api.api_key,
+        "extra": {"nickname": api.nickname, "cohort": api.cohort},
+    }
+    return {
+        "AIRFLOW_CONN_WAREHOUSE": json.dumps(warehouse),
+        "AIRFLOW_CONN_REPORT_API": json.dumps(report_api),
+    }
+
+
 # -- the run's day and week ----------------------------------------------------------------
 
 

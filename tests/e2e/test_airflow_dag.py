@@ -1,0 +1,260 @@
+"""End to end: ``airflow dags test sales_mart <date>`` against the local report API and PostgreSQL.
+
+Airflow runs as a subprocess (its own AIRFLOW_HOME with SQLite metadata in a temporary
+folder, the virtualenv's bin first on PATH so Cosmos finds ``dbt``, the connections in
+``AIRFLOW_CONN_*``); the local report API runs in this process; the warehouse is a fresh
+database on the server under test. The week 2024-09-30..2024-10-06 (2024-W40) is
+preloaded up to Saturday with the CLI, then the DAG runs:
+
+(a) Monday 2024-10-07 -> D = Sunday 2024-10-06: Sunday loaded, W40 retention built;
+(b) Tuesday 2024-10-08 -> D = 2024-10-07: the day loaded, retention untouched;
+(c) Thursday 2024-10-10 -> D = 2024-10-09, a NOT FOUND day: nothing loaded, success;
+then (a) again, which must leave every mart identical.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingestion.airflow_glue import airflow_connection_env
+from ingestion.warehouse import connect
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+MARTS = ("d_calendar", "d_city", "d_customer", "d_item", "f_sales", "f_customer_retention")
+RUN_TIMEOUT_S = 900
+FINISHED_OK = ("success", "skipped")
+
+
+@dataclass
+class DagRunResult:
+    state: str
+    tasks: dict[str, str]
+    output: str
+
+
+@dataclass
+class Scenario:
+    env: dict[str, str]
+    airflow_home: Path
+    warehouse: dict[str, str]
+    runs: dict[str, DagRunResult] = field(default_factory=dict)
+    marts: dict[str, dict[str, list[tuple[Any, ...]]]] = field(default_factory=dict)
+    staging_days: dict[str, list[date]] = field(default_factory=dict)
+
+
+def _run(cmd: list[str], env: Mapping[str, str], timeout: float = RUN_TIMEOUT_S) -> str:
+    result = subprocess.run(
+        cmd, cwd=REPO_ROOT, env=dict(env), capture_output=True, text=True, timeout=timeout
+    )
+    output = result.stdout + result.stderr
+    if result.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited {result.returncode}:\n{output[-6000:]}")
+    return output
+
+
+def _dags_test(scenario: Scenario, logical_date: str) -> DagRunResult:
+    output = _run(
+        [str(VENV_BIN / "airflow"), "dags", "test", "sales_mart", logical_date], scenario.env
+    )
+    with sqlite3.connect(scenario.airflow_home / "airflow.db") as meta:
+        run_id, state = meta.execute(
+            "select run_id, state from dag_run where dag_id = 'sales_mart' order by id desc limit 1"
+        ).fetchone()
+        tasks = dict(
+            meta.execute(
+                "select task_id, state from task_instance where dag_id = 'sales_mart' "
+                "and run_id = ?",
+                (run_id,),
+            ).fetchall()
+        )
+    return DagRunResult(state=state, tasks=tasks, output=output)
+
+
+def _snapshot_marts(settings: Mapping[str, str]) -> dict[str, list[tuple[Any, ...]]]:
+    conn = connect(settings)
+    try:
+        snapshot = {}
+        with conn.cursor() as cur:
+            for table in MARTS:
+                cur.execute("select to_regclass(%s)", (f"mart.{table}",))
+                if cur.fetchone()[0] is None:
+                    snapshot[table] = []
+                    continue
+                cur.execute(f"select * from mart.{table}")
+                snapshot[table] = sorted(tuple(map(str, row)) for row in cur.fetchall())
+        return snapshot
+    finally:
+        conn.close()
+
+
+def _staging_days(settings: Mapping[str, str]) -> list[date]:
+    conn = connect(settings)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select distinct date_time::date from staging.user_order_log order by 1")
+            return [row[0] for row in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def _query(settings: Mapping[str, str], sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    conn = connect(settings)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def scenario(make_database, tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+    from ingestion.report_api import LocalApiConfig, LocalReportApi
+
+    warehouse = make_database()
+    airflow_home = tmp_path_factory.mktemp("airflow_home")
+    with LocalReportApi(LocalApiConfig(orders_per_day=300)) as api:
+        base_env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("AIRFLOW", "PG", "REPORT_API_"))
+        }
+        env = {
+            **base_env,
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "AIRFLOW_HOME": str(airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+            "DO_NOT_TRACK": "1",
+            "INGESTION_WORKDIR": str(airflow_home / "increments"),
+            **airflow_connection_env(warehouse, api.settings),
+        }
+        # Saturday and the days before it, loaded and built by the CLI (no Airflow).
+        cli_env = {
+            **base_env,
+            **warehouse,
+            "PATH": env["PATH"],
+            "DO_NOT_TRACK": "1",
+            "REPORT_API_URL": api.url,
+            "REPORT_API_KEY": api.config.api_key,
+            "REPORT_API_NICKNAME": api.config.nickname,
+            "REPORT_API_COHORT": api.config.cohort,
+        }
+        _run(
+            [sys.executable, "-m", "ingestion", "run"]
+            + ["--start", "2024-09-30", "--end", "2024-10-05"],
+            cli_env,
+        )
+        _run([str(VENV_BIN / "airflow"), "db", "migrate"], env)
+
+        result = Scenario(env=env, airflow_home=airflow_home, warehouse=warehouse)
+        result.marts["before"] = _snapshot_marts(warehouse)
+        for name, logical_date in (
+            ("monday", "2024-10-07T03:00:00+00:00"),
+            ("weekday", "2024-10-08T03:00:00+00:00"),
+            ("not_found", "2024-10-10T03:00:00+00:00"),
+            ("monday_rerun", "2024-10-07T03:00:00+00:00"),
+        ):
+            result.runs[name] = _dags_test(result, logical_date)
+            result.marts[name] = _snapshot_marts(warehouse)
+            result.staging_days[name] = _staging_days(warehouse)
+        return result
+
+
+def _assert_succeeded(run: DagRunResult) -> None:
+    failed = {task: state for task, state in run.tasks.items() if state not in FINISHED_OK}
+    assert run.state == "success" and not failed, f"{run.state} {failed}\n{run.output[-6000:]}"
+
+
+def test_monday_run_loads_sunday_and_builds_the_week(scenario: Scenario) -> None:
+    run = scenario.runs["monday"]
+    _assert_succeeded(run)
+    assert run.tasks["load_staging"] == "success"
+    assert run.tasks["increment_not_found"] == "skipped"
+    assert run.tasks["no_retention_today"] == "skipped"
+    assert run.tasks["build_retention_mart.f_customer_retention.run"] == "success"
+    assert run.tasks["build_retention_mart.f_customer_retention.test"] == "success"
+    assert date(2024, 10, 6) in scenario.staging_days["monday"]
+
+    marts = scenario.marts["monday"]
+    assert len(marts["f_sales"]) > len(scenario.marts["before"]["f_sales"])
+    weeks = _query(
+        scenario.warehouse,
+        "select period_name, period_id, period_start, period_end, count(*) "
+        "from mart.f_customer_retention group by 1, 2, 3, 4",
+    )
+    assert [w[:4] for w in weeks] == [("weekly", "2024-W40", date(2024, 9, 30), date(2024, 10, 6))]
+    # Reconcile the week with f_sales, Sunday included: every shipped line's revenue is
+    # either a new or a returning customer's, and every refunded line is counted.
+    expected = _query(
+        scenario.warehouse,
+        """
+        select item_id,
+               coalesce(sum(payment_amount) filter (where status = 'shipped'), 0),
+               count(*) filter (where status = 'refunded')
+        from mart.f_sales
+        where date_id between 20240930 and 20241006
+        group by item_id order by item_id
+        """,
+    )
+    actual = _query(
+        scenario.warehouse,
+        """
+        select item_id, new_customers_revenue + returning_customers_revenue, customers_refunded
+        from mart.f_customer_retention where period_id = '2024-W40' order by item_id
+        """,
+    )
+    assert actual == expected
+    sunday_lines = _query(
+        scenario.warehouse, "select count(*) from mart.f_sales where date_id = 20241006"
+    )[0][0]
+    assert sunday_lines > 0
+
+
+def test_weekday_run_loads_the_day_and_leaves_retention_untouched(scenario: Scenario) -> None:
+    run = scenario.runs["weekday"]
+    _assert_succeeded(run)
+    assert run.tasks["load_staging"] == "success"
+    assert run.tasks["no_retention_today"] == "success"
+    assert run.tasks["build_retention_mart.f_customer_retention.run"] == "skipped"
+    assert date(2024, 10, 7) in scenario.staging_days["weekday"]
+    before, after = scenario.marts["monday"], scenario.marts["weekday"]
+    assert after["f_customer_retention"] == before["f_customer_retention"]
+    assert len(after["f_sales"]) > len(before["f_sales"])
+    new_days = _query(
+        scenario.warehouse,
+        "select count(*) from mart.f_sales where date_id = 20241007",
+    )[0][0]
+    assert new_days > 0
+
+
+def test_not_found_day_loads_nothing_and_succeeds(scenario: Scenario) -> None:
+    run = scenario.runs["not_found"]
+    _assert_succeeded(run)
+    assert run.tasks["increment_not_found"] == "success"
+    assert run.tasks["load_staging"] == "skipped"
+    assert run.tasks["no_retention_today"] == "success"
+    assert "NOT FOUND" in run.output
+    assert scenario.staging_days["not_found"] == scenario.staging_days["weekday"]
+    assert date(2024, 10, 9) not in scenario.staging_days["not_found"]
+    assert scenario.marts["not_found"] == scenario.marts["weekday"]
+
+
+def test_rerunning_the_monday_run_leaves_the_marts_identical(scenario: Scenario) -> None:
+    _assert_succeeded(scenario.runs["monday_rerun"])
+    assert scenario.marts["monday_rerun"] == scenario.marts["not_found"]
+    assert scenario.staging_days["monday_rerun"] == scenario.staging_days["not_found"]
