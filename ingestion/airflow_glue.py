@@ -162,30 +162,42 @@ def warehouse_settings(conn_id: str = WAREHOUSE_CONN_ID) -> dict[str, str]:
 PLACEHOLDER_PASSWORD = "unused-trust-auth"
 
 
+def warehouse_connection_json(libpq: Mapping[str, str]) -> str:
+    """The ``warehouse`` connection (JSON form) for libpq settings."""
+    return json.dumps(
+        {
+            "conn_type": "postgres",
+            "host": libpq["PGHOST"],
+            "port": int(libpq.get("PGPORT") or 5432),
+            "login": libpq.get("PGUSER") or "postgres",
+            "password": libpq.get("PGPASSWORD") or PLACEHOLDER_PASSWORD,
+            "schema": libpq.get("PGDATABASE") or "postgres",
+        }
+    )
+
+
+def report_api_connection_json(api: ApiSettings) -> str:
+    """The ``report_api`` connection (JSON form): host = base URL, password = key."""
+    return json.dumps(
+        {
+            "conn_type": "http",
+            "host": api.base_url,
+            "password": api.api_key,
+            "extra": {"nickname": api.nickname, "cohort": api.cohort},
+        }
+    )
+
+
 def airflow_connection_env(libpq: Mapping[str, str], api: ApiSettings) -> dict[str, str]:
-    """``AIRFLOW_CONN_WAREHOUSE`` / ``AIRFLOW_CONN_REPORT_API`` (JSON form) for a local Airflow.
+    """``AIRFLOW_CONN_WAREHOUSE`` / ``AIRFLOW_CONN_REPORT_API`` for a local Airflow.
 
     The JSON form keeps a unix-socket directory as the warehouse host and the report
     API's base URL as the HTTP host, as the connections are documented, without URL
     encoding. The values hold secrets: pass them in the environment, never print them.
     """
-    warehouse = {
-        "conn_type": "postgres",
-        "host": libpq["PGHOST"],
-        "port": int(libpq.get("PGPORT") or 5432),
-        "login": libpq.get("PGUSER") or "postgres",
-        "password": libpq.get("PGPASSWORD") or PLACEHOLDER_PASSWORD,
-        "schema": libpq.get("PGDATABASE") or "postgres",
-    }
-    report_api = {
-        "conn_type": "http",
-        "host": api.base_url,
-        "password": api.api_key,
-        "extra": {"nickname": api.nickname, "cohort": api.cohort},
-    }
     return {
-        "AIRFLOW_CONN_WAREHOUSE": json.dumps(warehouse),
-        "AIRFLOW_CONN_REPORT_API": json.dumps(report_api),
+        "AIRFLOW_CONN_WAREHOUSE": warehouse_connection_json(libpq),
+        "AIRFLOW_CONN_REPORT_API": report_api_connection_json(api),
     }
 
 
