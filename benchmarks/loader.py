@@ -32,10 +32,7 @@ from ingestion.warehouse import connection
 NAME = "loader"
 DAY = date(2024, 10, 7)  # after the status cut-over: the file has the status column
 BASELINE_TABLE = "bench_baseline_user_order_log"
-COLUMNS = (
-    "uniq_id,date_time,city_id,city_name,customer_id,first_name,last_name,"
-    "item_id,item_name,quantity,payment_amount,status"
-).split(",")
+COLUMNS = SPECS["user_order_log"].staging_columns()  # the order of parse_file's records
 
 
 def write_day(directory: Path, orders: int, day: date = DAY) -> Path:
@@ -92,8 +89,7 @@ def run(
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(
-                f"create table public.{BASELINE_TABLE}"
-                " (like staging.user_order_log including all)"
+                f"create table public.{BASELINE_TABLE} (like staging.user_order_log including all)"
             )
 
         def empty(table: str) -> None:

@@ -1,0 +1,105 @@
+"""The benchmark harness (``make bench``) runs end to end with tiny sizes.
+
+Correctness of the harness only: each benchmark produces its rows and the report
+renders. No timing is asserted here; the performance claims are ratios measured by
+``make bench`` and recorded in ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+
+# `benchmarks` is a repo-root package run as `python -m benchmarks`, not an installed one.
+REPO_ROOT = str(Path(__file__).resolve().parent.parent)
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+from benchmarks import Result, dag_parse, format_table, loader, marts  # noqa: E402
+from benchmarks.__main__ import findings_for, main, render_markdown  # noqa: E402
+
+
+@pytest.fixture
+def databases(make_database):
+    """The benchmarks' database factory, backed by the suite's throwaway databases."""
+    return lambda: nullcontext(make_database())
+
+
+def _measures(results: list[Result], benchmark: str) -> list[str]:
+    assert all(r.benchmark == benchmark for r in results)
+    for r in results:
+        assert math.isfinite(r.value) and r.value >= 0, r
+    return [r.measure for r in results]
+
+
+def test_loader_benchmark_table(databases, tmp_path):
+    results = loader.run(databases, tmp_path, orders=2000, repetitions=1, naive_rows=200)
+    assert _measures(results, "loader") == [
+        "load_increment",
+        "load_increment throughput",
+        "baseline: pandas read_csv + drop_duplicates + to_sql",
+        "baseline pandas throughput",
+        "baseline: psycopg2 executemany (naive)",
+        "speed-up vs pandas to_sql",
+        "speed-up vs executemany",
+        "validation + parse share of load",
+    ]
+    assert "2,000 order lines" in results[0].detail
+    table = format_table(results)
+    assert table.count("\n| loader |") == len(results)
+
+
+@pytest.mark.slow
+def test_marts_benchmark_table(databases, tmp_path):
+    results = marts.run(databases, tmp_path, orders_per_day=50, extra_weeks=1, repetitions=1)
+    measures = _measures(results, "marts")
+    for key in ("f_sales day", "retention week"):
+        for suffix in (
+            "dbt build, short history",
+            "dbt build, long history",
+            "ratio long/short, wall clock",
+            "ratio long/short, model SQL",
+            "ratio long/short, all nodes SQL",
+        ):
+            assert f"{key}: {suffix}" in measures
+    # 1 week vs 2 weeks of the same 50-a-day source.
+    assert "f_sales 350 vs 700 rows" in results[0].detail
+    assert len(findings_for(results)) == 2
+
+
+def test_dag_parse_benchmark_table(tmp_path):
+    results = dag_parse.run(tmp_path, repetitions=1)
+    assert _measures(results, "dag_parse") == [
+        "sales_mart.py: DagBag parse",
+        "trivial one-task DAG: DagBag parse",
+        "parse ratio ours/trivial",
+        "sales_mart.py: DagBag() wall time",
+    ]
+
+
+def test_report_renders_machine_results_and_findings(tmp_path, pg_server, monkeypatch):
+    """The CLI on the suite's server, loader only, writes the Markdown report."""
+    for name, value in pg_server.items():
+        monkeypatch.setenv(name, value)
+    output = tmp_path / "benchmarks.md"
+    argv = ["--only", "loader", "--orders", "500", "--reps", "1", "--naive-rows", "50"]
+    assert main([*argv, "--output", str(output)]) == 0
+    text = output.read_text(encoding="utf-8")
+    for heading in ("## Machine", "## Parameters", "## Results", "## Findings", "## Method"):
+        assert heading in text
+    for fact in ("CPUs (nproc)", "Python", "PostgreSQL", "date"):
+        assert f"- {fact}" in text
+    assert "| loader | speed-up vs pandas to_sql |" in text
+    assert render_markdown([], [], _Args(), 0.0).startswith("# Benchmarks")
+
+
+class _Args:
+    reps = 1
+    mart_reps = 1
+    orders = 1
+    mart_orders = 1
+    extra_weeks = 1
