@@ -60,7 +60,9 @@ class FailedNode:
 class DbtError(RuntimeError):
     """A dbt invocation failed; ``failures`` lists the nodes that did."""
 
-    def __init__(self, args: Sequence[str], returncode: int, failures: list[FailedNode], output: str):
+    def __init__(
+        self, args: Sequence[str], returncode: int, failures: list[FailedNode], output: str
+    ):
         self.args_ = list(args)
         self.returncode = returncode
         self.failures = failures
@@ -101,12 +103,18 @@ def run_dbt(
     this process's environment (e.g. libpq settings for another database).
     """
     command = [dbt_executable(), *args]
-    command += ["--no-use-colors", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+    command += [
+        "--no-use-colors",
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+    ]
     if vars:
         command += ["--vars", json.dumps({k: _plain(v) for k, v in vars.items()})]
     full_env = {**os.environ, "DO_NOT_TRACK": "1", **(env or {})}
     log.info("running dbt %s", " ".join(command[1:]))
-    started = _run_results_mtime()
+    started = _run_results_mtime(full_env)
     completed = subprocess.run(
         command,
         cwd=DBT_PROJECT_DIR,
@@ -148,18 +156,20 @@ def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, date) else value
 
 
-def _run_results_path() -> Path:
-    return DBT_PROJECT_DIR / "target" / "run_results.json"
+def _run_results_path(env: Mapping[str, str]) -> Path:
+    # dbt honours DBT_TARGET_PATH (e.g. one target folder per concurrent caller)
+    target = Path(env.get("DBT_TARGET_PATH") or "target")
+    return (DBT_PROJECT_DIR / target / "run_results.json").resolve()
 
 
-def _run_results_mtime() -> float:
-    path = _run_results_path()
+def _run_results_mtime(env: Mapping[str, str]) -> float:
+    path = _run_results_path(env)
     return path.stat().st_mtime if path.exists() else 0.0
 
 
 def _failures_from_run_results(started: float, env: Mapping[str, str]) -> list[FailedNode]:
     """Failed nodes of the invocation that just ended (ignores a stale run_results.json)."""
-    path = _run_results_path()
+    path = _run_results_path(env)
     if not path.exists() or path.stat().st_mtime <= started:
         return []
     try:

@@ -83,6 +83,8 @@
 
         Model config: period_grain ('day' | 'week'), period_column (column of the
         target), period_column_kind ('date' | 'timestamp' | 'date_id' | 'iso_week').
+        Rows of other periods whose `unique_key` comes back in the batch are deleted too
+        (an order line re-dated in staging moves instead of being duplicated).
         The insert lists the model's columns only (on_schema_change must not be
         'ignore'), so extra target columns such as a legacy `id serial` take defaults.
     -#}
@@ -91,15 +93,25 @@
     {%- set grain = config.require('period_grain') -%}
     {%- set column = adapter.quote(config.require('period_column')) -%}
     {%- set kind = config.get('period_column_kind', 'date') -%}
+    {%- set unique_key = arg_dict['unique_key'] -%}
+    {%- set key_columns = [unique_key] if unique_key is string else (unique_key or []) -%}
+    {%- set key_csv = key_columns | map('string') | map('trim') | join(', ') -%}
     {%- set dest_cols_csv = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
 
     delete from {{ target }}
-    where
-    {%- if incremental_period(grain) is none %}
-        {{ column }} in (select distinct {{ column }} from {{ source }})
-    {%- else %}
-        {{ period_filter(column, grain, kind) }}
-    {%- endif -%}
+    where (
+        (
+        {%- if incremental_period(grain) is none %}
+            {{ column }} in (select distinct {{ column }} from {{ source }})
+        {%- else %}
+            {{ period_filter(column, grain, kind) }}
+        {%- endif %}
+        )
+        {%- if unique_key %}
+            {#- a key that moved from another period (staging re-dated it) must not stay twice #}
+            or ({{ key_csv }}) in (select {{ key_csv }} from {{ source }})
+        {%- endif %}
+    )
     {%- for predicate in arg_dict['incremental_predicates'] or [] %}
         and {{ predicate }}
     {%- endfor %};

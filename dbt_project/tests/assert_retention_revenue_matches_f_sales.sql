@@ -11,7 +11,7 @@ sales_weeks as (
         sum(payment_amount) filter (where status = 'shipped') as shipped_revenue
     from {{ ref('f_sales') }}
     where {{ period_filter('date_id', 'week', 'date_id') }}
-    group by 1
+    group by period_id
 
 ),
 

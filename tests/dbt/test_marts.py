@@ -11,10 +11,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-
-from ingestion import dbt
 from mart_expectations import order_lines, retention, signed_sums_per_day
 from mart_tables import execute, query, snapshot
+
+from ingestion import dbt
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +122,32 @@ def test_rebuilding_a_period_without_rows_empties_it(built, staged_database) -> 
     assert snapshot(staged_database) == built
 
 
+def test_an_order_line_moved_to_another_day_is_not_duplicated(built, staged_database) -> None:
+    moved = query(
+        staged_database,
+        "select uniq_id from staging.user_order_log where date_time = '2024-10-02'"
+        " order by uniq_id limit 1",
+    )[0][0]
+    execute(
+        staged_database,
+        "update staging.user_order_log set date_time = '2024-10-09' where uniq_id = %s",
+        (moved,),
+    )
+    try:
+        dbt.build_sales_day(date(2024, 10, 9))
+        assert query(
+            staged_database, "select date_id from mart.f_sales where uniq_id = %s", (moved,)
+        ) == [(20241009,)]
+    finally:
+        execute(
+            staged_database,
+            "update staging.user_order_log set date_time = '2024-10-02' where uniq_id = %s",
+            (moved,),
+        )
+    dbt.build_sales_day(date(2024, 10, 2))
+    assert snapshot(staged_database) == built
+
+
 def test_bad_staging_rows_fail_the_build_and_keep_the_marts(built, staged_database) -> None:
     bad_rows = """
         insert into staging.user_order_log (uniq_id, date_time, city_id, city_name, customer_id,
@@ -144,7 +170,9 @@ def test_bad_staging_rows_fail_the_build_and_keep_the_marts(built, staged_databa
         assert "accepted_values_rows_stg_report_api__user_order_log_status" in message
         assert "bad-negative-qty" in message and "bad-status" in message
         assert "bad-date" not in message  # the day build looks at its day only
-        assert not any(node.startswith("model.retail.f_") for node in day_failure.value.failed_nodes)
+        assert not any(
+            node.startswith("model.retail.f_") for node in day_failure.value.failed_nodes
+        )
 
         with pytest.raises(dbt.DbtError) as full_failure:
             dbt.build_all()

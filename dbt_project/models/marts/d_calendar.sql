@@ -2,12 +2,12 @@ with
 
 days as (
 
-    select day::date as date_actual
+    select calendar_day::date as date_actual
     from generate_series(
         date '{{ var("calendar_start") }}',
         date '{{ var("calendar_end") }}',
         interval '1 day'
-    ) as day
+    ) as calendar_day
 
 ),
 

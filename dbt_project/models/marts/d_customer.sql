@@ -22,6 +22,33 @@ order_lines as (
 
 ),
 
+{% if is_incremental() %}
+
+    touched_customers as (
+
+        select distinct customer_id
+        from order_lines
+
+    ),
+
+    stored_customers as (
+
+        select
+            customer_rows.customer_id,
+            customer_rows.first_name,
+            customer_rows.last_name,
+            customer_rows.city_id,
+            customer_rows.last_ordered_at,
+            customer_rows.last_order_uniq_id
+
+        from {{ this }} as customer_rows
+        inner join touched_customers
+            on customer_rows.customer_id = touched_customers.customer_id
+
+    ),
+
+{% endif %}
+
 candidates as (
 
     select
@@ -38,17 +65,7 @@ candidates as (
 
         union all
 
-        select
-            existing.customer_id,
-            existing.first_name,
-            existing.last_name,
-            existing.city_id,
-            existing.last_ordered_at,
-            existing.last_order_uniq_id
-
-        from {{ this }} as existing
-        inner join (select distinct customer_id from order_lines) as touched
-            on existing.customer_id = touched.customer_id
+        select * from stored_customers
 
     {% endif %}
 

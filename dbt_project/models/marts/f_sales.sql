@@ -20,7 +20,8 @@
     kept from a legacy deployment), which a rebuild from staging would lose.
     The dimensions are listed below so that they are built before the facts that join them.
 -#}
--- depends_on: {{ ref('d_calendar') }}, {{ ref('d_city') }}, {{ ref('d_customer') }}, {{ ref('d_item') }}
+-- depends_on: {{ ref('d_calendar') }}, {{ ref('d_city') }}
+-- depends_on: {{ ref('d_customer') }}, {{ ref('d_item') }}
 
 with
 
