@@ -133,14 +133,32 @@ def run_dbt(
 
 def build_sales_day(day: date, *, env: Mapping[str, str] | None = None) -> None:
     """Refill ``mart.f_sales`` for ``day`` and merge that day into the dimensions."""
-    run_dbt(_build_args(SALES_DAY_SELECT), vars={"day": day}, env=env)
+    build_sales_days(day, day, env=env)
+
+
+def build_sales_days(first: date, last: date, *, env: Mapping[str, str] | None = None) -> None:
+    """Refill ``mart.f_sales`` for every day of ``first..last`` in one dbt build (backfills)."""
+    if last < first:
+        raise ValueError(f"day range {first}..{last} ends before it starts")
+    run_dbt(_build_args(SALES_DAY_SELECT), vars={"day": _period(first, last)}, env=env)
 
 
 def build_retention_week(week_start: date, *, env: Mapping[str, str] | None = None) -> None:
     """Rebuild ``mart.f_customer_retention`` for the ISO week starting on ``week_start``."""
-    if week_start.isoweekday() != 1:
-        raise ValueError(f"week_start {week_start} is a {week_start:%A}, not a Monday")
-    run_dbt(_build_args(RETENTION_WEEK_SELECT), vars={"week_start": week_start}, env=env)
+    build_retention_weeks(week_start, week_start, env=env)
+
+
+def build_retention_weeks(
+    first_week_start: date, last_week_start: date, *, env: Mapping[str, str] | None = None
+) -> None:
+    """Rebuild ``mart.f_customer_retention`` for the ISO weeks starting on the given Mondays."""
+    for monday in (first_week_start, last_week_start):
+        if monday.isoweekday() != 1:
+            raise ValueError(f"week_start {monday} is a {monday:%A}, not a Monday")
+    if last_week_start < first_week_start:
+        raise ValueError(f"week range {first_week_start}..{last_week_start} ends before it starts")
+    period = _period(first_week_start, last_week_start)
+    run_dbt(_build_args(RETENTION_WEEK_SELECT), vars={"week_start": period}, env=env)
 
 
 def build_all(*, env: Mapping[str, str] | None = None) -> None:
@@ -150,6 +168,11 @@ def build_all(*, env: Mapping[str, str] | None = None) -> None:
 
 def _build_args(select: Sequence[str]) -> list[str]:
     return ["build", "--select", *select, "--indirect-selection", INDIRECT_SELECTION]
+
+
+def _period(first: date, last: date) -> str:
+    """The dbt variable for one period (``2024-10-01``) or a range (``2024-09-30..2024-10-06``)."""
+    return first.isoformat() if first == last else f"{first.isoformat()}..{last.isoformat()}"
 
 
 def _plain(value: Any) -> Any:

@@ -152,17 +152,21 @@ def run(
             fetched = fetch_report(settings, report, scratch)
             summary.loads.append(load_fetched_report(conn, fetched))
         for day in _days(start, end):
-            if not report.start_day <= day <= report.end_date:
-                fetched = fetch_increment(settings, report.report_id, day, scratch)
-                if fetched is None:
-                    summary.days_not_found.append(day)
-                else:
-                    summary.loads.append(load_fetched_increment(conn, fetched))
-            dbt.build_sales_day(day)
-            summary.days_built.append(day)
-    for week_start in week_starts_ending_within(start, end):
-        dbt.build_retention_week(week_start)
-        summary.weeks_built.append(week_start)
+            if report.start_day <= day <= report.end_date:
+                continue  # the report holds this day; increments exist only after it
+            fetched = fetch_increment(settings, report.report_id, day, scratch)
+            if fetched is None:
+                summary.days_not_found.append(day)
+            else:
+                summary.loads.append(load_fetched_increment(conn, fetched))
+    # One dbt build per grain for the whole range: each day (and week) is still
+    # replaced on its own, but dbt's start-up and parsing are paid once, not per day.
+    dbt.build_sales_days(start, end)
+    summary.days_built = list(_days(start, end))
+    week_starts = week_starts_ending_within(start, end)
+    if week_starts:
+        dbt.build_retention_weeks(week_starts[0], week_starts[-1])
+        summary.weeks_built = week_starts
     return summary
 
 

@@ -3,40 +3,51 @@
 
     A build narrowed by `--vars '{day: 2024-10-01}'` (grain `day`) or
     `--vars '{week_start: 2024-09-30}'` (grain `week`, a Monday) reads only that
-    period's input and replaces only that period's rows; without the variable the
-    build covers every period present in its input.
+    period's input and replaces only that period's rows; `START..END` narrows to an
+    inclusive range of days or weeks. Without the variable the build covers every
+    period present in its input.
 #}
 
 {% macro incremental_period(grain) -%}
-    {#- Returns none (no narrowing) or {'start': date, 'end': date} for `grain`. -#}
+    {#-
+        Returns none (no narrowing) or {'start': date, 'end': date} for `grain`.
+        A variable holds one date or an inclusive range `START..END` (a backfill in one
+        build): `day: 2024-10-01`, `day: 2024-09-08..2024-10-06`,
+        `week_start: 2024-09-30`, `week_start: 2024-09-02..2024-09-30` (Mondays).
+    -#}
     {%- if grain == 'day' -%}
-        {%- set raw = var('day', none) -%}
+        {%- set var_name = 'day' -%}
     {%- elif grain == 'week' -%}
-        {%- set raw = var('week_start', none) -%}
+        {%- set var_name = 'week_start' -%}
     {%- else -%}
         {%- do exceptions.raise_compiler_error("incremental_period: unknown grain '" ~ grain ~ "' (day or week)") -%}
     {%- endif -%}
+    {%- set raw = var(var_name, none) -%}
     {%- if raw is none or (raw | string | trim) in ('', 'None', 'none', 'null') -%}
         {{ return(none) }}
     {%- endif -%}
-    {%- set text = (raw | string | trim)[:10] -%}
-    {%- set var_name = 'day' if grain == 'day' else 'week_start' -%}
-    {%- set ns = namespace(parsed=none) -%}
-    {%- if modules.re.match('^[0-9]{4}-[0-9]{2}-[0-9]{2}$', text) -%}
-        {%- set ns.parsed = modules.datetime.datetime.strptime(text, '%Y-%m-%d').date() -%}
-    {%- else -%}
-        {%- do exceptions.raise_compiler_error("var " ~ var_name ~ "='" ~ raw ~ "' is not a date YYYY-MM-DD") -%}
+    {%- set text = raw | string | trim -%}
+    {%- set bounds = [] -%}
+    {%- for part in text.split('..') -%}
+        {%- set part = part | trim -%}
+        {%- if not modules.re.match('^[0-9]{4}-[0-9]{2}-[0-9]{2}$', part[:10]) or part[10:] not in ('', ' 00:00:00', 'T00:00:00') -%}
+            {%- do exceptions.raise_compiler_error("var " ~ var_name ~ "='" ~ raw ~ "' is not a date YYYY-MM-DD or a range YYYY-MM-DD..YYYY-MM-DD") -%}
+        {%- endif -%}
+        {%- do bounds.append(modules.datetime.datetime.strptime(part[:10], '%Y-%m-%d').date()) -%}
+    {%- endfor -%}
+    {%- if bounds | length > 2 or bounds[0] > bounds[-1] -%}
+        {%- do exceptions.raise_compiler_error("var " ~ var_name ~ "='" ~ raw ~ "' is not an ordered range START..END") -%}
     {%- endif -%}
-    {%- if grain == 'day' -%}
-        {{ return({'start': ns.parsed, 'end': ns.parsed}) }}
+    {%- if grain == 'week' -%}
+        {%- for bound in bounds if bound.isoweekday() != 1 -%}
+            {%- do exceptions.raise_compiler_error(
+                "var week_start='" ~ text ~ "': " ~ bound.isoformat() ~ " is a " ~ bound.strftime('%A')
+                ~ ", not a Monday: f_customer_retention is built per ISO week (Monday to Sunday)"
+            ) -%}
+        {%- endfor -%}
+        {{ return({'start': bounds[0], 'end': bounds[-1] + modules.datetime.timedelta(days=6)}) }}
     {%- endif -%}
-    {%- if ns.parsed.isoweekday() != 1 -%}
-        {%- do exceptions.raise_compiler_error(
-            "var week_start='" ~ text ~ "' is a " ~ ns.parsed.strftime('%A')
-            ~ ", not a Monday: f_customer_retention is built per ISO week (Monday to Sunday)"
-        ) -%}
-    {%- endif -%}
-    {{ return({'start': ns.parsed, 'end': ns.parsed + modules.datetime.timedelta(days=6)}) }}
+    {{ return({'start': bounds[0], 'end': bounds[-1]}) }}
 {%- endmacro %}
 
 
