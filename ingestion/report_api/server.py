@@ -196,6 +196,7 @@ class _ApiState:
 class _Handler(BaseHTTPRequestHandler):
     server: _ReportApiHttpServer
     protocol_version = "HTTP/1.1"
+    _started = 0.0
     # Idle keep-alive connections must not pin handler threads forever.
     timeout = 30
 
@@ -254,16 +255,21 @@ class _Handler(BaseHTTPRequestHandler):
         self._drain_body()
         self._dispatch()
 
+    def send_response(self, code: int, message: str | None = None) -> None:
+        # Logged before the body goes out: once the client has the answer, the server
+        # may be stopped at any moment (tests do), and the line must already be there.
+        self._log_request_line(code, self._started)
+        super().send_response(code, message)
+
     def _dispatch(self) -> None:
-        started = time.perf_counter()
+        self._started = time.perf_counter()
         url = urlsplit(self.path)
         query = {key: values[-1] for key, values in parse_qs(url.query).items()}
         try:
-            status = self._route(url.path, query)
+            self._route(url.path, query)
         except Exception:
             logger.exception("local report API: %s %s failed", self.command, url.path)
-            status = self._send_error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
-        self._log_request_line(status, started)
+            self._send_error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
 
     def _route(self, path: str, query: dict[str, str]) -> int:
         if self.state.take_failure(path):

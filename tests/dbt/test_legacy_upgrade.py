@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import load_fixtures
-from mart_tables import execute, query
+from support.mart_tables import execute, query
 
 from ingestion import dbt
 

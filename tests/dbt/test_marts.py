@@ -11,8 +11,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from mart_expectations import order_lines, retention, signed_sums_per_day
-from mart_tables import execute, query, snapshot
+from support.mart_expectations import order_lines, retention, signed_sums_per_day
+from support.mart_tables import execute, query, snapshot
 
 from ingestion import dbt
 

@@ -50,3 +50,31 @@ def test_week_start_must_be_a_monday(warehouse: dict[str, str]) -> None:
         dbt.run_dbt(
             ["compile", "--select", "f_customer_retention"], vars={"week_start": "2024-10-01"}
         )
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"week_start": "2024-09-30..2024-10-08"}, "2024-10-08 is a Tuesday, not a Monday"),
+        ({"day": "2024-10-02..2024-10-01"}, "not an ordered range"),
+        ({"day": "2024-10-01..2024-10-02..2024-10-03"}, "not an ordered range"),
+        ({"day": "yesterday"}, "is not a date YYYY-MM-DD or a range"),
+    ],
+)
+def test_bad_period_variables_fail_the_compile(
+    warehouse: dict[str, str], variables: dict[str, str], message: str
+) -> None:
+    with pytest.raises(dbt.DbtError, match=message):
+        dbt.run_dbt(["compile", "--select", "f_sales", "f_customer_retention"], vars=variables)
+
+
+def test_a_range_narrows_to_its_days_and_weeks(warehouse: dict[str, str]) -> None:
+    dbt.run_dbt(
+        ["compile", "--select", "f_sales", "f_customer_retention"],
+        vars={"day": "2024-09-29..2024-10-02", "week_start": "2024-09-23..2024-09-30"},
+    )
+    compiled = dbt.DBT_PROJECT_DIR / "target" / "compiled" / "retail" / "models" / "marts"
+    f_sales = (compiled / "f_sales.sql").read_text()
+    assert "timestamp '2024-09-29'" in f_sales and "timestamp '2024-10-03'" in f_sales
+    retention = (compiled / "f_customer_retention.sql").read_text()
+    assert "20240923" in retention and "20241006" in retention
