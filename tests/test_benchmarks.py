@@ -8,19 +8,12 @@ renders. No timing is asserted here; the performance claims are ratios measured 
 from __future__ import annotations
 
 import math
-import sys
 from contextlib import nullcontext
-from pathlib import Path
 
 import pytest
 
-# `benchmarks` is a repo-root package run as `python -m benchmarks`, not an installed one.
-REPO_ROOT = str(Path(__file__).resolve().parent.parent)
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
-
-from benchmarks import Result, dag_parse, format_table, loader, marts  # noqa: E402
-from benchmarks.__main__ import findings_for, main, render_markdown  # noqa: E402
+from benchmarks import Result, dag_parse, format_table, loader, marts
+from benchmarks.__main__ import findings_for, main, render_markdown
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from conftest import load_fixtures
-from support.mart_tables import execute, query
 
 from ingestion import dbt
+from support.mart_tables import execute, query
 
 LEGACY_DDL = Path(__file__).with_name("legacy_marts.sql")
 # What a report written against the legacy columns returns, per day.

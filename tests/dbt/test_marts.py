@@ -11,10 +11,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from support.mart_expectations import order_lines, retention, signed_sums_per_day
-from support.mart_tables import execute, query, snapshot
 
 from ingestion import dbt
+from support.mart_expectations import order_lines, retention, signed_sums_per_day
+from support.mart_tables import execute, query, snapshot
 
 
 @pytest.fixture(scope="module")

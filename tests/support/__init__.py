@@ -1,1 +1,1 @@
-"""Helpers shared by test folders (importable because tests/ is on sys.path via its conftest)."""
+"""Helpers shared by test folders (tests/ is on pytest's pythonpath)."""
