@@ -272,6 +272,7 @@ def sales_mart() -> None:
                 raise RuntimeError(f"the increment for {day} disappeared from the report API")
         with connection(warehouse_settings()) as conn:
             summary = load_fetched_increment(conn, fetched)
+        print(summary.format())
         return summary_to_xcom(summary)
 
     increment_not_found = EmptyOperator(task_id="increment_not_found")

@@ -11,11 +11,19 @@ import argparse
 import logging
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ingestion.warehouse import connection, ensure_warehouse
+
+if TYPE_CHECKING:
+    from psycopg2.extensions import connection as Connection
+
+    from ingestion.client import Report
+    from ingestion.config import ApiSettings
 
 log = logging.getLogger("ingestion")
 
@@ -53,7 +61,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     serve_forever(config, host=args.host, port=args.port)
 
 
-def cmd_load_report(args: argparse.Namespace) -> None:
+@contextmanager
+def _report_session() -> Iterator[tuple[ApiSettings, Connection, Report, Path]]:
+    """Warehouse up and migrated, a ready report, and a scratch folder for its files."""
     from ingestion import pipeline
     from ingestion.migrate import migrate
 
@@ -62,24 +72,26 @@ def cmd_load_report(args: argparse.Namespace) -> None:
         migrate(conn)
         report = pipeline.request_report(settings)
         with pipeline.scratch_dir(None) as scratch:
-            fetched = pipeline.fetch_report(settings, report, scratch)
-            print(pipeline.load_fetched_report(conn, fetched).format())
+            yield settings, conn, report, scratch
+
+
+def cmd_load_report(args: argparse.Namespace) -> None:
+    from ingestion import pipeline
+
+    with _report_session() as (settings, conn, report, scratch):
+        fetched = pipeline.fetch_report(settings, report, scratch)
+        print(pipeline.load_fetched_report(conn, fetched).format())
 
 
 def cmd_load(args: argparse.Namespace) -> None:
     from ingestion import pipeline
-    from ingestion.migrate import migrate
 
-    ensure_warehouse()
-    with pipeline.report_source() as settings, connection() as conn:
-        migrate(conn)
-        report = pipeline.request_report(settings)
-        with pipeline.scratch_dir(None) as scratch:
-            fetched = pipeline.fetch_increment(settings, report.report_id, args.date, scratch)
-            if fetched is None:
-                print(f"{args.date}: no increment (NOT FOUND); staging unchanged")
-                return
-            print(pipeline.load_fetched_increment(conn, fetched).format())
+    with _report_session() as (settings, conn, report, scratch):
+        fetched = pipeline.fetch_increment(settings, report.report_id, args.date, scratch)
+        if fetched is None:
+            print(f"{args.date}: no increment (NOT FOUND); staging unchanged")
+            return
+        print(pipeline.load_fetched_increment(conn, fetched).format())
 
 
 def cmd_run(args: argparse.Namespace) -> None:

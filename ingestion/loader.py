@@ -229,6 +229,11 @@ class LoadSummary:
                 lines.append(f"  {name:<18} missing (404): existing rows for the period kept")
         return "\n".join(lines)
 
+    def one_line(self) -> str:
+        loaded = ", ".join(f"{name} {load.rows_loaded}" for name, load in self.tables.items())
+        missing = f"; missing: {', '.join(self.missing)}" if self.missing else ""
+        return f"batch {self.batch_id}, {self.period}: loaded {loaded or 'nothing'}{missing}"
+
     def __str__(self) -> str:
         return self.format()
 
@@ -552,7 +557,7 @@ def _load(
     except BaseException:
         conn.rollback()
         raise
-    log.info("loaded %s", summary.format())
+    log.info("%s", summary.one_line())
     return summary
 
 
