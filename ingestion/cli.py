@@ -17,7 +17,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ingestion.warehouse import connection, ensure_warehouse
+from ingestion.warehouse import connection, ensure_warehouse, stop_embedded
 
 if TYPE_CHECKING:
     from psycopg2.extensions import connection as Connection
@@ -49,6 +49,12 @@ def cmd_env(args: argparse.Namespace) -> None:
     for name, value in ensure_warehouse().items():
         if name != "PGPASSWORD":
             print(f"export {name}={shlex.quote(value)}")
+
+
+def cmd_stop(args: argparse.Namespace) -> None:
+    """Stop the embedded PostgreSQL that earlier commands left running."""
+    stopped = stop_embedded()
+    print("embedded PostgreSQL stopped" if stopped else "no embedded PostgreSQL running")
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -133,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "env", help="print the warehouse's PG* variables as shell exports"
     ).set_defaults(func=cmd_env)
+
+    commands.add_parser(
+        "stop", help="stop the embedded PostgreSQL (its data stays in .local/pgdata)"
+    ).set_defaults(func=cmd_stop)
 
     serve = commands.add_parser("serve", help="run the local report API (synthetic data)")
     serve.add_argument("--host", default="127.0.0.1")

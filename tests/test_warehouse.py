@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ingestion.warehouse import connect, ensure_warehouse, start_embedded
+from ingestion.warehouse import connect, ensure_warehouse, start_embedded, stop_embedded
 
 
 def _one(settings, query: str):
@@ -49,5 +49,10 @@ def test_embedded_server_starts_and_is_reused(tmp_path: Path):
 def test_ensure_warehouse_starts_embedded_without_pghost(tmp_path: Path):
     environ: dict[str, str] = {}
     settings = ensure_warehouse(environ, pgdata=tmp_path / "pgdata")
-    assert environ["PGHOST"] == str(tmp_path / "pgdata")
-    assert _one(settings, "select current_database()") == "retail"
+    try:
+        assert environ["PGHOST"] == str(tmp_path / "pgdata")
+        assert _one(settings, "select current_database()") == "retail"
+    finally:
+        assert stop_embedded(tmp_path / "pgdata")
+    assert not (tmp_path / "pgdata" / "postmaster.pid").exists()
+    assert not stop_embedded(tmp_path / "pgdata")
