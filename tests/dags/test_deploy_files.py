@@ -154,3 +154,13 @@ def test_secrets_are_parameterised_not_hardcoded(services) -> None:
     env = services["airflow-worker"]["environment"]
     raw = env["AIRFLOW_CONN_REPORT_API"] + env["AIRFLOW_CONN_WAREHOUSE"]
     assert "${REPORT_API_KEY:-" in raw and "${WAREHOUSE_PASSWORD:-" in raw
+
+
+def test_the_image_installs_a_locked_celery_executor(services) -> None:
+    """The image's pip install uses our lock, so the executor compose runs must be in it."""
+    assert services["airflow-worker"]["command"] == "celery worker"
+    requirements = (REPO_ROOT / "requirements.txt").read_text(encoding="utf-8")
+    constraints = (REPO_ROOT / "constraints.txt").read_text(encoding="utf-8")
+    assert re.search(r"^apache-airflow-providers-celery==[\d.]+$", requirements, re.M)
+    for package in ("apache-airflow-providers-celery", "celery", "redis", "psycopg2-binary"):
+        assert re.search(rf"^{re.escape(package)}==[\d.]+$", constraints, re.M), package
