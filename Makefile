@@ -24,9 +24,10 @@ demo: venv  ## embedded PostgreSQL + local report API, end to end
 test: venv  ## the whole test suite
 	$(BIN)/pytest
 
-lint: venv
+lint: venv  ## ruff for Python, sqlfluff (postgres dialect) for the dbt SQL
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/sqlfluff lint dbt_project
 
 format: venv
 	$(BIN)/ruff check --fix .

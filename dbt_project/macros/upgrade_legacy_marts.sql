@@ -15,9 +15,9 @@
       d_calendar by swapping tables (its `drop ... cascade` would silently drop them
       anyway) and they would make a day's refill order-dependent. Referential integrity
       is checked instead by the `relationships` tests on f_sales, which stop the build.
-    - d_customer gains the columns its order-independent merge compares
-      (last_ordered_at, last_order_uniq_id; null on legacy rows, which therefore lose to
-      any newer order line).
+    - d_city, d_customer and d_item gain the columns their order-independent merge
+      compares (last_ordered_at, last_order_uniq_id; null on legacy rows, which therefore
+      lose to any newer order line; macro latest_attributes).
     - Legacy varchar(n) columns of the dimensions become text (no table rewrite), so a
       longer name in a new extract cannot fail the merge.
     - The index on f_sales.date_id that the day refill relies on is created if missing
@@ -39,12 +39,19 @@
                 select 1 from information_schema.columns
                 where table_schema = 'mart' and table_name = 'f_sales' and column_name = 'id'
             ) as has_legacy_id,
-            to_regclass('mart.d_customer') is not null and not exists (
-                select 1 from information_schema.columns
+            (
+                select coalesce(string_agg(dimension.table_name, ' '), '')
+                from information_schema.tables as dimension
                 where
-                    table_schema = 'mart' and table_name = 'd_customer'
-                    and column_name = 'last_order_uniq_id'
-            ) as d_customer_needs_columns,
+                    dimension.table_schema = 'mart'
+                    and dimension.table_name in ('d_city', 'd_customer', 'd_item')
+                    and not exists (
+                        select 1 from information_schema.columns
+                        where
+                            table_schema = 'mart' and table_name = dimension.table_name
+                            and column_name = 'last_order_uniq_id'
+                    )
+            ) as dimensions_without_recency,
             (
                 select coalesce(string_agg(table_name || '.' || column_name, ' '), '')
                 from information_schema.columns
@@ -59,7 +66,7 @@
             ) as has_foreign_keys
     {%- endset -%}
     {%- set state = run_query(probe).rows[0] -%}
-    {%- set has_f_sales, has_uniq_id, has_legacy_id, d_customer_needs_columns, short_text_columns, has_foreign_keys = state -%}
+    {%- set has_f_sales, has_uniq_id, has_legacy_id, dimensions_without_recency, short_text_columns, has_foreign_keys = state -%}
 
     {%- if has_f_sales and has_legacy_id and (not has_uniq_id or has_foreign_keys) -%}
         {% do log("upgrade_legacy_marts: upgrading the legacy mart.f_sales in place", info=true) %}
@@ -85,14 +92,13 @@
         {% do run_query(upgrade_f_sales) %}
     {%- endif -%}
 
-    {%- if d_customer_needs_columns -%}
-        {%- set upgrade_d_customer -%}
-            alter table mart.d_customer
-                add column if not exists last_ordered_at timestamp,
-                add column if not exists last_order_uniq_id text;
-        {%- endset -%}
-        {% do run_query(upgrade_d_customer) %}
-    {%- endif -%}
+    {%- for dimension in dimensions_without_recency.split() -%}
+        {% do run_query(
+            'alter table mart.' ~ dimension
+            ~ ' add column if not exists last_ordered_at timestamp,'
+            ~ ' add column if not exists last_order_uniq_id text'
+        ) %}
+    {%- endfor -%}
 
     {#- legacy varchar(15) names would reject longer ones; varchar -> text needs no rewrite -#}
     {%- for qualified in short_text_columns.split() -%}

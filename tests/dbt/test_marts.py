@@ -122,6 +122,30 @@ def test_rebuilding_a_period_without_rows_empties_it(built, staged_database) -> 
     assert snapshot(staged_database) == built
 
 
+def test_rebuilding_an_older_day_keeps_the_newest_dimension_names(built, staged_database) -> None:
+    """A name changed on the latest day survives a later rebuild of an earlier day."""
+    rename_city = "update staging.user_order_log set city_name = %s"
+    rename_city += " where date_time = '2024-10-02' and city_id = 0"
+    rename_item = "update staging.user_order_log set item_name = %s"
+    rename_item += " where date_time = '2024-10-02' and item_id = 4"
+    execute(staged_database, rename_city, ("Москва (новое имя)",))
+    execute(staged_database, rename_item, ("Сахар (новое имя)",))
+    try:
+        dbt.build_sales_day(date(2024, 10, 2))
+        dbt.build_sales_day(date(2024, 9, 10))  # older lines still carry the old names
+        assert query(staged_database, "select city_name from mart.d_city where city_id = 0") == [
+            ("Москва (новое имя)",)
+        ]
+        assert query(staged_database, "select item_name from mart.d_item where item_id = 4") == [
+            ("Сахар (новое имя)",)
+        ]
+    finally:
+        execute(staged_database, rename_city, ("Москва",))
+        execute(staged_database, rename_item, ("Сахар песок",))
+    dbt.build_sales_day(date(2024, 10, 2))
+    assert snapshot(staged_database) == built
+
+
 def test_an_order_line_moved_to_another_day_is_not_duplicated(built, staged_database) -> None:
     moved = query(
         staged_database,

@@ -7,6 +7,8 @@
     )
 }}
 
+{#- Attributes of each key's latest order line; any rebuild order gives the same row. -#}
+
 with
 
 order_lines as (
@@ -16,29 +18,6 @@ order_lines as (
 
 ),
 
-ranked as (
-
-    select
-        city_id,
-        city_name,
-        row_number() over (
-            partition by city_id
-            order by ordered_at desc, uniq_id desc
-        ) as recency_rank
-
-    from order_lines
-
-),
-
-final as (
-
-    select
-        city_id,
-        city_name
-
-    from ranked
-    where recency_rank = 1
-
-)
+{{ latest_attributes('city_id', ['city_name']) }}
 
 select * from final
