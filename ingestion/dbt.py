@@ -19,9 +19,9 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,16 @@ DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
 # Node selections. ``buildable`` takes the tests whose parents are all selected or
 # upstream of the selection: a day build runs the staging guards, the dimension and
 # f_sales tests and the per-day reconciliation, but not the weekly reconciliation
-# (its other parent, f_customer_retention, is rebuilt only on Mondays).
-SALES_DAY_SELECT = ("+d_city", "+d_customer", "+d_item", "d_calendar", "+f_sales")
+# (its other parent, f_customer_retention, is rebuilt only on Mondays). Every staging
+# view is built (and its tests run on the day): `dbt test` from a terminal expects them.
+SALES_DAY_SELECT = (
+    "path:models/staging",
+    "+d_city",
+    "+d_customer",
+    "+d_item",
+    "d_calendar",
+    "+f_sales",
+)
 RETENTION_WEEK_SELECT = ("f_customer_retention",)
 INDIRECT_SELECTION = "buildable"
 
@@ -132,33 +140,51 @@ def run_dbt(
 
 
 def build_sales_day(day: date, *, env: Mapping[str, str] | None = None) -> None:
-    """Refill ``mart.f_sales`` for ``day`` and merge that day into the dimensions."""
-    build_sales_days(day, day, env=env)
+    """Refill ``mart.f_sales`` and the dimensions for ``day``."""
+    build_sales_days([day], env=env)
 
 
-def build_sales_days(first: date, last: date, *, env: Mapping[str, str] | None = None) -> None:
-    """Refill ``mart.f_sales`` for every day of ``first..last`` in one dbt build (backfills)."""
-    if last < first:
-        raise ValueError(f"day range {first}..{last} ends before it starts")
-    run_dbt(_build_args(SALES_DAY_SELECT), vars={"day": _period(first, last)}, env=env)
+def build_sales_days(days: Iterable[date], *, env: Mapping[str, str] | None = None) -> None:
+    """Refill ``mart.f_sales`` and the dimensions for every day given, in one dbt build.
+
+    The days need not be contiguous (a correction touches scattered days); each is
+    replaced on its own, but dbt's start-up and parsing are paid once.
+    """
+    run_dbt(_build_args(SALES_DAY_SELECT), vars={"day": period_var(days)}, env=env)
 
 
 def build_retention_week(week_start: date, *, env: Mapping[str, str] | None = None) -> None:
     """Rebuild ``mart.f_customer_retention`` for the ISO week starting on ``week_start``."""
-    build_retention_weeks(week_start, week_start, env=env)
+    build_retention_weeks([week_start], env=env)
 
 
 def build_retention_weeks(
-    first_week_start: date, last_week_start: date, *, env: Mapping[str, str] | None = None
+    week_starts: Iterable[date], *, env: Mapping[str, str] | None = None
 ) -> None:
     """Rebuild ``mart.f_customer_retention`` for the ISO weeks starting on the given Mondays."""
-    for monday in (first_week_start, last_week_start):
-        if monday.isoweekday() != 1:
-            raise ValueError(f"week_start {monday} is a {monday:%A}, not a Monday")
-    if last_week_start < first_week_start:
-        raise ValueError(f"week range {first_week_start}..{last_week_start} ends before it starts")
-    period = _period(first_week_start, last_week_start)
-    run_dbt(_build_args(RETENTION_WEEK_SELECT), vars={"week_start": period}, env=env)
+    run_dbt(
+        _build_args(RETENTION_WEEK_SELECT),
+        vars={"week_start": period_var(_mondays(week_starts), step_days=7)},
+        env=env,
+    )
+
+
+def build_periods(
+    days: Iterable[date],
+    week_starts: Iterable[date] = (),
+    *,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Refill the given days and rebuild the given ISO weeks (Mondays) in one dbt build.
+
+    dbt orders f_sales before f_customer_retention, so the weeks see the refilled days.
+    """
+    mondays = _mondays(week_starts)
+    select = SALES_DAY_SELECT + (RETENTION_WEEK_SELECT if mondays else ())
+    variables = {"day": period_var(days)}
+    if mondays:
+        variables["week_start"] = period_var(mondays, step_days=7)
+    run_dbt(_build_args(select), vars=variables, env=env)
 
 
 def build_all(*, env: Mapping[str, str] | None = None) -> None:
@@ -170,9 +196,34 @@ def _build_args(select: Sequence[str]) -> list[str]:
     return ["build", "--select", *select, "--indirect-selection", INDIRECT_SELECTION]
 
 
-def _period(first: date, last: date) -> str:
-    """The dbt variable for one period (``2024-10-01``) or a range (``2024-09-30..2024-10-06``)."""
-    return first.isoformat() if first == last else f"{first.isoformat()}..{last.isoformat()}"
+def _mondays(week_starts: Iterable[date]) -> list[date]:
+    mondays = sorted(set(week_starts))
+    for monday in mondays:
+        if monday.isoweekday() != 1:
+            raise ValueError(f"week_start {monday} is a {monday:%A}, not a Monday")
+    return mondays
+
+
+def period_var(days: Iterable[date], *, step_days: int = 1) -> str:
+    """The dbt ``day`` / ``week_start`` variable for a set of days (or of Mondays).
+
+    Runs of consecutive days (``step_days`` apart) become ranges:
+    ``2024-09-30..2024-10-02,2024-10-09``. An empty set is an error, never "every day".
+    """
+    ordered = sorted(set(days))
+    if not ordered:
+        raise ValueError("no day to build: an empty selection would mean every day")
+    step = timedelta(days=step_days)
+    runs: list[list[date]] = []
+    for day in ordered:
+        if runs and day - runs[-1][-1] == step:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return ",".join(
+        run[0].isoformat() if len(run) == 1 else f"{run[0].isoformat()}..{run[-1].isoformat()}"
+        for run in runs
+    )
 
 
 def _plain(value: Any) -> Any:

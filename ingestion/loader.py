@@ -15,7 +15,10 @@ Two entry points, one per kind of batch: :func:`load_increment` for one day and
    this batch, i.e. a key that moved days) are deleted, the new rows inserted and one
    ``staging.load_audit`` row per file written. A single commit at the end means any
    failure leaves staging exactly as it was, and a rerun of the same batch leaves it
-   identical.
+   identical. Order lines and activity rows record the day of the batch that wrote them
+   (``source_day``): a row from a newer batch (a later increment's correction) is never
+   replaced by an older batch, so the order of loads does not change the result; the
+   days a correction moved lines out of are returned for the marts to rebuild.
 
 A file given as ``None`` is one the API answered 404 for: a warning names the day and
 the file, and that table's rows for the period are left untouched (an absent file is no
@@ -200,6 +203,11 @@ class TableLoad:
     rows_loaded: int
     # Existing rows deleted first: the period's rows plus rows whose key moved days.
     rows_replaced: int = 0
+    # Rows of this file not loaded because staging holds their key from a newer batch
+    # (a later correction wins over a reload of an older day).
+    rows_superseded: int = 0
+    # Days outside the batch's period that lost rows to it (a correction re-dated them).
+    moved_from_days: tuple[date, ...] = ()
 
 
 @dataclass
@@ -216,6 +224,25 @@ class LoadSummary:
     def period(self) -> str:
         return _period_label(self.start_day, self.end_day)
 
+    @property
+    def moved_from_days(self) -> list[date]:
+        """Days outside this batch whose order lines it moved or replaced (corrections).
+
+        The marts of these days, and of their ISO weeks, no longer match staging until
+        they are rebuilt along with the batch's own days.
+        """
+        orders = self.tables.get("user_order_log")
+        return list(orders.moved_from_days) if orders else []
+
+    @property
+    def rebuild_days(self) -> list[date]:
+        """Every day whose marts this load may have changed: its period and moved-from days."""
+        days = {
+            self.start_day + timedelta(days=offset)
+            for offset in range((self.end_day - self.start_day).days + 1)
+        }
+        return sorted(days.union(self.moved_from_days))
+
     def format(self) -> str:
         lines = [f"batch {self.batch_id}, {self.period}:"]
         for name in TABLES:
@@ -225,6 +252,14 @@ class LoadSummary:
                     f"  {name:<18} {t.rows_read:>8} read, {t.duplicates_dropped:>7} repeats"
                     f" dropped, {t.rows_loaded:>8} loaded ({t.rows_replaced} replaced)"
                 )
+                if t.rows_superseded:
+                    lines.append(
+                        f"  {'':<18} {t.rows_superseded} rows kept from newer batches"
+                        " (a later correction wins)"
+                    )
+                if t.moved_from_days:
+                    days = ", ".join(day.isoformat() for day in t.moved_from_days)
+                    lines.append(f"  {'':<18} rows moved here from {days}")
             elif name in self.missing:
                 lines.append(f"  {name:<18} missing (404): existing rows for the period kept")
         return "\n".join(lines)
@@ -564,17 +599,24 @@ def _load(
 def _replace_period(
     cur: Cursor, item: ParsedFile, start_day: date, end_day: date, batch_id: str
 ) -> TableLoad:
-    """COPY one file into a temp table, then swap the period's rows for it."""
+    """COPY one file into a temp table, then swap the period's rows for it.
+
+    Tables keyed without their date (order lines, activity) can see a key move between
+    days: there each row records ``source_day``, the batch's own day (``end_day``), and
+    a row from a newer batch is never replaced by an older one, in or outside the
+    period. So staging ends the same whatever order the batches are loaded in.
+    """
     spec = item.spec
     target = sql.Identifier("staging", spec.name)
     temp = sql.Identifier(f"incoming_{spec.name}")
     columns = spec.staging_columns()
     column_list = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
 
+    # The file's columns only, typed as in staging (load metadata is added on insert).
     cur.execute(
-        sql.SQL("create temporary table {} (like {} including defaults) on commit drop").format(
-            temp, target
-        )
+        sql.SQL(
+            "create temporary table {} on commit drop as select {} from {} with no data"
+        ).format(temp, column_list, target)
     )
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(item.records)
@@ -591,33 +633,17 @@ def _replace_period(
             sql.SQL("delete from {} where price_date between %s and %s").format(target),
             (start_day, end_day),
         )
-    else:
+        replaced = cur.rowcount
+    elif spec.date_column in spec.key:
         cur.execute(
             sql.SQL("delete from {} where {} >= %s and {} < %s").format(
                 target, sql.Identifier(spec.date_column), sql.Identifier(spec.date_column)
             ),
             (start_day, end_day + timedelta(days=1)),
         )
-    replaced = cur.rowcount
-    if spec.date_column is not None and spec.date_column not in spec.key:
-        # The key does not contain the date, so the same order line may sit on another
-        # day from an earlier batch: the newest file wins, the row must not be doubled.
-        key_match = sql.SQL(" and ").join(
-            sql.SQL("existing.{0} = incoming.{0}").format(sql.Identifier(k)) for k in spec.key
-        )
-        cur.execute(
-            sql.SQL("delete from {} as existing using {} as incoming where {}").format(
-                target, temp, key_match
-            )
-        )
-        if cur.rowcount:
-            log.warning(
-                "staging.%s: %d rows of other days moved into %s (same key)",
-                spec.name,
-                cur.rowcount,
-                _period_label(start_day, end_day),
-            )
-        replaced += cur.rowcount
+        replaced = cur.rowcount
+    else:
+        return _replace_movable(cur, item, start_day, end_day, batch_id, temp, column_list)
 
     cur.execute(
         sql.SQL(
@@ -626,7 +652,91 @@ def _replace_period(
         ).format(target=target, columns=column_list, temp=temp),
         (batch_id,),
     )
+    load = TableLoad(
+        table=spec.name,
+        file=item.path,
+        rows_read=item.rows_read,
+        duplicates_dropped=item.duplicates_dropped,
+        rows_loaded=cur.rowcount,
+        rows_replaced=replaced,
+    )
+    _audit(cur, batch_id, spec.name, start_day, end_day, item.path, "loaded", load)
+    return load
+
+
+def _replace_movable(
+    cur: Cursor,
+    item: ParsedFile,
+    start_day: date,
+    end_day: date,
+    batch_id: str,
+    temp: sql.Identifier,
+    column_list: sql.Composable,
+) -> TableLoad:
+    """Replace a period of a table whose key does not hold the date (rows can move days).
+
+    1. the period's rows that no newer batch wrote are deleted;
+    2. rows on other days whose key comes back in this file, again unless newer, are
+       deleted too (the line moved; their days are returned so they can be rebuilt);
+    3. the file's rows are inserted, except keys a newer batch holds (kept, counted).
+    """
+    spec = item.spec
+    target = sql.Identifier("staging", spec.name)
+    moment = sql.Identifier(spec.date_column or "")
+    source_day = end_day
+    cur.execute(
+        sql.SQL(
+            "delete from {target} where {moment} >= %s and {moment} < %s and source_day <= %s"
+        ).format(target=target, moment=moment),
+        (start_day, end_day + timedelta(days=1), source_day),
+    )
+    replaced = cur.rowcount
+
+    key_match = sql.SQL(" and ").join(
+        sql.SQL("existing.{0} = incoming.{0}").format(sql.Identifier(k)) for k in spec.key
+    )
+    cur.execute(
+        sql.SQL(
+            "with moved as ("
+            " delete from {target} as existing using {temp} as incoming"
+            " where {key_match} and existing.source_day <= %s"
+            " returning existing.{moment}::date as day)"
+            " select day, count(*) from moved group by day order by day"
+        ).format(target=target, temp=temp, key_match=key_match, moment=moment),
+        (source_day,),
+    )
+    moved = cur.fetchall()
+    moved_from_days = tuple(day for day, _ in moved)
+    replaced += sum(count for _, count in moved)
+    if moved:
+        log.warning(
+            "staging.%s: %d rows of %s moved into %s (same key, this batch is newer)",
+            spec.name,
+            sum(count for _, count in moved),
+            ", ".join(day.isoformat() for day in moved_from_days),
+            _period_label(start_day, end_day),
+        )
+
+    newer = sql.SQL(" and ").join(
+        sql.SQL("kept.{0} = incoming.{0}").format(sql.Identifier(k)) for k in spec.key
+    )
+    cur.execute(
+        sql.SQL(
+            "insert into {target} ({columns}, source_day, batch_id, loaded_at)"
+            " select {columns}, %s, %s, now() from {temp} as incoming"
+            " where not exists (select from {target} as kept where {newer})"
+        ).format(target=target, columns=column_list, temp=temp, newer=newer),
+        (source_day, batch_id),
+    )
     loaded = cur.rowcount
+    superseded = len(item.records) - loaded
+    if superseded:
+        log.warning(
+            "staging.%s: %d rows of %s kept as a newer batch corrected them",
+            spec.name,
+            superseded,
+            _period_label(start_day, end_day),
+        )
     load = TableLoad(
         table=spec.name,
         file=item.path,
@@ -634,6 +744,8 @@ def _replace_period(
         duplicates_dropped=item.duplicates_dropped,
         rows_loaded=loaded,
         rows_replaced=replaced,
+        rows_superseded=superseded,
+        moved_from_days=moved_from_days,
     )
     _audit(cur, batch_id, spec.name, start_day, end_day, item.path, "loaded", load)
     return load

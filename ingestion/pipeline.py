@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -21,7 +21,7 @@ from psycopg2.extensions import connection as Connection
 from ingestion import dbt
 from ingestion.client import NotFound, Report, ReportApiClient, fetch_files
 from ingestion.config import ApiSettings
-from ingestion.dates import week_starts_ending_within
+from ingestion.dates import iso_week_bounds, week_starts_ending_within
 from ingestion.loader import LoadSummary, load_increment, load_report
 from ingestion.migrate import migrate
 
@@ -109,6 +109,95 @@ def load_fetched_increment(conn: Connection, fetched: Mapping[str, Any]) -> Load
     )
 
 
+@dataclass(frozen=True)
+class RebuildPlan:
+    """What the marts must rebuild after loading days: f_sales days and retention weeks."""
+
+    days: list[date]
+    week_starts: list[date]
+
+    def as_xcom(self) -> dict[str, Any]:
+        """JSON-able, with the dbt variables ready for the Cosmos task templates."""
+        return {
+            "days": [day.isoformat() for day in self.days],
+            "week_starts": [monday.isoformat() for monday in self.week_starts],
+            "day_var": dbt.period_var(self.days),
+            "week_start_var": (
+                dbt.period_var(self.week_starts, step_days=7) if self.week_starts else None
+            ),
+            "build_week": bool(self.week_starts),
+        }
+
+
+def plan_rebuild(
+    first_day: date,
+    last_day: date,
+    changed_days: Iterable[date] = (),
+    *,
+    latest_loaded_day: date | None = None,
+    published_weeks: Iterable[date] = (),
+    also_week_of: date | None = None,
+) -> RebuildPlan:
+    """The days and weeks to rebuild for a run over ``first_day..last_day``.
+
+    ``changed_days`` are the days the run's loads changed besides its own (a report's
+    other days, days a correction moved lines out of). Every one of them is refilled.
+    Retention is rebuilt for every week whose Sunday lies in the range, and for the week
+    of every changed day when that week is complete (its Sunday is no later than the
+    range's end or ``latest_loaded_day``, the last day staging has a batch for) or
+    already published (a Monday in ``published_weeks``): a week the pipeline has moved
+    past never keeps stale rows, and the current week still waits for its Sunday.
+    ``also_week_of`` adds that day's week even when incomplete (on request).
+    """
+    if last_day < first_day:
+        raise ValueError(f"day range {first_day}..{last_day} ends before it starts")
+    changed = set(changed_days)
+    horizon = max(last_day, latest_loaded_day or last_day)
+    published = set(published_weeks)
+    weeks = set(week_starts_ending_within(first_day, last_day))
+    for day in changed:
+        monday, sunday = iso_week_bounds(day)
+        if sunday <= horizon or monday in published:
+            weeks.add(monday)
+    if also_week_of is not None:
+        weeks.add(iso_week_bounds(also_week_of)[0])
+    days = sorted(changed.union(_days(first_day, last_day)))
+    return RebuildPlan(days=days, week_starts=sorted(weeks))
+
+
+def rebuild_plan(
+    conn: Connection,
+    first_day: date,
+    last_day: date,
+    changed_days: Iterable[date] = (),
+    *,
+    also_week_of: date | None = None,
+) -> RebuildPlan:
+    """:func:`plan_rebuild` with the warehouse's state: the last day loaded, published weeks."""
+    changed = sorted(set(changed_days))
+    with conn.cursor() as cur:
+        cur.execute("select max(end_day) from staging.load_audit where outcome = 'loaded'")
+        latest_loaded_day = cur.fetchone()[0]
+        published: list[date] = []
+        cur.execute("select to_regclass('mart.f_customer_retention') is not null")
+        if changed and cur.fetchone()[0]:
+            cur.execute(
+                "select distinct period_start from mart.f_customer_retention"
+                " where period_start = any(%s)",
+                ([iso_week_bounds(day)[0] for day in changed],),
+            )
+            published = [row[0] for row in cur.fetchall()]
+    conn.rollback()  # read only; leave no transaction open for the loader
+    return plan_rebuild(
+        first_day,
+        last_day,
+        changed,
+        latest_loaded_day=latest_loaded_day,
+        published_weeks=published,
+        also_week_of=also_week_of,
+    )
+
+
 @dataclass
 class RunSummary:
     """What ``run`` did, for the CLI to print."""
@@ -122,7 +211,11 @@ class RunSummary:
         lines = [load.format() for load in self.loads]
         if self.days_not_found:
             lines.append("days with no increment: " + ", ".join(map(str, self.days_not_found)))
-        lines.append(f"f_sales refilled for {len(self.days_built)} day(s)")
+        lines.append(
+            f"f_sales refilled for {len(self.days_built)} day(s): {dbt.period_var(self.days_built)}"
+            if self.days_built
+            else "f_sales refilled for no day"
+        )
         weeks = ", ".join(str(week) for week in self.weeks_built) or "none"
         lines.append(f"f_customer_retention rebuilt for weeks starting: {weeks}")
         return "\n".join(lines)
@@ -137,10 +230,12 @@ def run(
 ) -> RunSummary:
     """The whole pipeline for the days ``start``..``end``, without Airflow.
 
-    For each day: load its increment (days the report covers come from the report) and
-    refill ``f_sales`` for it; then build retention for every ISO week whose Sunday lies
-    in the range. Every step replaces what it writes, so any range may be run again, in
-    any order, with the same result.
+    Load each day's increment (days the report covers come from the report), then
+    refill ``f_sales`` for every day of the range and every other day the loads changed
+    (the report's days, days a correction moved lines out of), and rebuild retention for
+    every complete ISO week holding one of those days (:func:`plan_rebuild`). Every step
+    replaces what it writes and staging keeps the newest batch's version of a line, so
+    any range may be run again, in any order, with the same result.
     """
     if end < start:
         raise ValueError(f"--end {end} is before --start {start}")
@@ -159,14 +254,13 @@ def run(
                 summary.days_not_found.append(day)
             else:
                 summary.loads.append(load_fetched_increment(conn, fetched))
-    # One dbt build per grain for the whole range: each day (and week) is still
-    # replaced on its own, but dbt's start-up and parsing are paid once, not per day.
-    dbt.build_sales_days(start, end)
-    summary.days_built = list(_days(start, end))
-    week_starts = week_starts_ending_within(start, end)
-    if week_starts:
-        dbt.build_retention_weeks(week_starts[0], week_starts[-1])
-        summary.weeks_built = week_starts
+    changed = [day for load in summary.loads for day in load.rebuild_days]
+    plan = rebuild_plan(conn, start, end, changed)
+    # One dbt build for the whole plan: each day and week is still replaced on its
+    # own, but dbt's start-up and parsing are paid once, not per day.
+    dbt.build_periods(plan.days, plan.week_starts)
+    summary.days_built = plan.days
+    summary.weeks_built = plan.week_starts
     return summary
 
 

@@ -4,16 +4,21 @@
     A build narrowed by `--vars '{day: 2024-10-01}'` (grain `day`) or
     `--vars '{week_start: 2024-09-30}'` (grain `week`, a Monday) reads only that
     period's input and replaces only that period's rows; `START..END` narrows to an
-    inclusive range of days or weeks. Without the variable the build covers every
-    period present in its input.
+    inclusive range of days or weeks, and a comma-separated list to several (the days
+    a correction touched). Without the variable the build covers every period present
+    in its input.
 #}
 
 {% macro incremental_period(grain) -%}
     {#-
-        Returns none (no narrowing) or {'start': date, 'end': date} for `grain`.
-        A variable holds one date or an inclusive range `START..END` (a backfill in one
-        build): `day: 2024-10-01`, `day: 2024-09-08..2024-10-06`,
-        `week_start: 2024-09-30`, `week_start: 2024-09-02..2024-09-30` (Mondays).
+        Returns none (no narrowing) or the list of periods to build for `grain`, each
+        {'start': date, 'end': date}, sorted and merged. The variable (`day` for grain
+        `day`, `week_start` for grain `week`) holds one date, an inclusive range
+        `START..END`, or a comma-separated list of both (a YAML list works too):
+        `day: 2024-10-01`, `day: 2024-09-08..2024-10-06`,
+        `day: '2024-09-03,2024-10-01..2024-10-02'`, `week_start: 2024-09-30` (Mondays).
+        Unset or null means every period; anything else that is not such a list of
+        real calendar dates (empty, 'None', 2024-02-30) is an error naming the variable.
     -#}
     {%- if grain == 'day' -%}
         {%- set var_name = 'day' -%}
@@ -23,31 +28,70 @@
         {%- do exceptions.raise_compiler_error("incremental_period: unknown grain '" ~ grain ~ "' (day or week)") -%}
     {%- endif -%}
     {%- set raw = var(var_name, none) -%}
-    {%- if raw is none or (raw | string | trim) in ('', 'None', 'none', 'null') -%}
+    {%- if raw is none -%}
         {{ return(none) }}
     {%- endif -%}
-    {%- set text = raw | string | trim -%}
-    {%- set bounds = [] -%}
-    {%- for part in text.split('..') -%}
-        {%- set part = part | trim -%}
-        {%- if not modules.re.match('^[0-9]{4}-[0-9]{2}-[0-9]{2}$', part[:10]) or part[10:] not in ('', ' 00:00:00', 'T00:00:00') -%}
-            {%- do exceptions.raise_compiler_error("var " ~ var_name ~ "='" ~ raw ~ "' is not a date YYYY-MM-DD or a range YYYY-MM-DD..YYYY-MM-DD") -%}
-        {%- endif -%}
-        {%- do bounds.append(modules.datetime.datetime.strptime(part[:10], '%Y-%m-%d').date()) -%}
-    {%- endfor -%}
-    {%- if bounds | length > 2 or bounds[0] > bounds[-1] -%}
-        {%- do exceptions.raise_compiler_error("var " ~ var_name ~ "='" ~ raw ~ "' is not an ordered range START..END") -%}
-    {%- endif -%}
-    {%- if grain == 'week' -%}
-        {%- for bound in bounds if bound.isoweekday() != 1 -%}
-            {%- do exceptions.raise_compiler_error(
-                "var week_start='" ~ text ~ "': " ~ bound.isoformat() ~ " is a " ~ bound.strftime('%A')
-                ~ ", not a Monday: f_customer_retention is built per ISO week (Monday to Sunday)"
-            ) -%}
+    {%- set usage = " (expected YYYY-MM-DD, a range YYYY-MM-DD..YYYY-MM-DD or a comma-separated list of them; leave it unset or null to build every "
+        ~ grain ~ ")" -%}
+    {%- set parts = [] -%}
+    {%- for item in (raw if raw is sequence and raw is not string else [raw]) -%}
+        {%- for part in (item | string).split(',') -%}
+            {%- do parts.append(part | trim) -%}
         {%- endfor -%}
-        {{ return({'start': bounds[0], 'end': bounds[-1] + modules.datetime.timedelta(days=6)}) }}
+    {%- endfor -%}
+    {%- if parts | select | list | length == 0 -%}
+        {%- do exceptions.raise_compiler_error("var " ~ var_name ~ " is empty" ~ usage) -%}
     {%- endif -%}
-    {{ return({'start': bounds[0], 'end': bounds[-1]}) }}
+    {%- set periods = [] -%}
+    {%- for part in parts -%}
+        {%- set bounds = [] -%}
+        {%- for text in part.split('..') -%}
+            {%- do bounds.append(calendar_date(text | trim, var_name, raw, usage)) -%}
+        {%- endfor -%}
+        {%- if bounds | length > 2 or bounds[0] > bounds[-1] -%}
+            {%- do exceptions.raise_compiler_error("var " ~ var_name ~ "='" ~ raw ~ "': '" ~ part ~ "' is not an ordered range START..END" ~ usage) -%}
+        {%- endif -%}
+        {%- if grain == 'week' -%}
+            {%- for bound in bounds if bound.isoweekday() != 1 -%}
+                {%- do exceptions.raise_compiler_error(
+                    "var week_start='" ~ raw ~ "': " ~ bound.isoformat() ~ " is a " ~ bound.strftime('%A')
+                    ~ ", not a Monday: f_customer_retention is built per ISO week (Monday to Sunday)"
+                ) -%}
+            {%- endfor -%}
+            {%- do periods.append({'start': bounds[0], 'end': bounds[-1] + modules.datetime.timedelta(days=6)}) -%}
+        {%- else -%}
+            {%- do periods.append({'start': bounds[0], 'end': bounds[-1]}) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {#- sorted, and overlapping or adjacent periods merged, so each row is deleted once -#}
+    {%- set merged = [] -%}
+    {%- for period in periods | sort(attribute='start') -%}
+        {%- if merged and period['start'] <= merged[-1]['end'] + modules.datetime.timedelta(days=1) -%}
+            {%- if period['end'] > merged[-1]['end'] -%}
+                {%- do merged[-1].update({'end': period['end']}) -%}
+            {%- endif -%}
+        {%- else -%}
+            {%- do merged.append({'start': period['start'], 'end': period['end']}) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(merged) }}
+{%- endmacro %}
+
+
+{% macro calendar_date(text, var_name, raw, usage) -%}
+    {#- `text` as a date when it is a real calendar day YYYY-MM-DD (a ' 00:00:00' or
+        'T00:00:00' suffix is accepted: YAML and Airflow write dates so), else an error. -#}
+    {%- set match = modules.re.match('^([0-9]{4})-([0-9]{2})-([0-9]{2})([ T]00:00:00)?$', text) -%}
+    {%- if match -%}
+        {%- set year, month, day = match.group(1) | int, match.group(2) | int, match.group(3) | int -%}
+        {%- if year >= 1 and 1 <= month <= 12 -%}
+            {%- set next_month = modules.datetime.date(year + (month // 12), month % 12 + 1, 1) -%}
+            {%- if 1 <= day <= (next_month - modules.datetime.timedelta(days=1)).day -%}
+                {{ return(modules.datetime.date(year, month, day)) }}
+            {%- endif -%}
+        {%- endif -%}
+    {%- endif -%}
+    {%- do exceptions.raise_compiler_error("var " ~ var_name ~ "='" ~ raw ~ "': '" ~ text ~ "' is not a calendar date" ~ usage) -%}
 {%- endmacro %}
 
 
@@ -66,16 +110,21 @@
 
 
 {% macro period_filter(column, grain, kind='date') -%}
-    {#- Predicate narrowing `column` to the requested period; `true` when not narrowed. -#}
-    {%- set period = incremental_period(grain) -%}
-    {%- if period is none -%}
+    {#- Predicate narrowing `column` to the requested periods; `true` when not narrowed. -#}
+    {%- set periods = incremental_period(grain) -%}
+    {%- if periods is none -%}
         true
-    {%- elif kind == 'timestamp' -%}
+    {%- else -%}
+        ({%- for period in periods -%}
+        {%- if not loop.first %} or {% endif -%}
+        {%- if kind == 'timestamp' -%}
         {#- half-open range, so an index on the timestamp column is usable -#}
         ({{ column }} >= timestamp '{{ period['start'].isoformat() }}'
         and {{ column }} < timestamp '{{ (period['end'] + modules.datetime.timedelta(days=1)).isoformat() }}')
-    {%- else -%}
-        {{ column }} between {{ period_literal(period['start'], kind) }} and {{ period_literal(period['end'], kind) }}
+        {%- else -%}
+        ({{ column }} between {{ period_literal(period['start'], kind) }} and {{ period_literal(period['end'], kind) }})
+        {%- endif -%}
+        {%- endfor -%})
     {%- endif -%}
 {%- endmacro %}
 

@@ -1,76 +1,55 @@
 {#
     The CTEs of a dimension whose attributes come from the latest order line of each key
-    (d_city, d_customer, d_item). They read a CTE named `order_lines` (the staging order
-    lines of the build's period) and end in a CTE named `final`.
+    (d_city, d_customer, d_item), ending in a CTE named `final`.
 
-    On an incremental build the stored row of every key the period touches competes with
-    the period's lines on (last_ordered_at, last_order_uniq_id), so rebuilding days in any
-    order leaves the same row per key; rows kept from a legacy deployment have nulls
-    there and lose to any order line. When the stored row came from the very line being
-    rebuilt, the line wins (`is_stored`): a corrected staging day corrects the dimension.
+    A row is always the key's latest line (ordered_at, then uniq_id) over all of
+    staging, never a merge of what earlier builds saw: so a build narrowed to some days
+    gives exactly the row a fresh build would, in any order of rebuilds, and corrections
+    follow. A narrowed build recomputes the keys with a line in the period and the keys
+    whose stored row came from a line of the period (that line may have changed key or
+    gone); with the `period_replace` strategy on `last_ordered_at`, a key left with no
+    line at all is deleted. Each key's latest line is one index probe (the migrations
+    index staging on every key with its timestamp), so the cost follows the period, not
+    the history. Rows kept from a legacy deployment have null recency: they are replaced
+    only when the key gets an order line.
 #}
 {% macro latest_attributes(key, attributes) -%}
-candidates as (
+period_keys as (
 
-    select
-        {{ key }},
-        {%- for attribute in attributes %}
-        {{ attribute }},
-        {%- endfor %}
-        ordered_at as last_ordered_at,
-        uniq_id as last_order_uniq_id,
-        0 as is_stored
-
-    from order_lines
+    select distinct order_lines.{{ key }}
+    from {{ ref('stg_report_api__user_order_log') }} as order_lines
+    where {{ period_filter('order_lines.ordered_at', 'day', 'timestamp') }}
 
     {% if is_incremental() %}
 
-        union all
+        union
 
-        select
-            stored.{{ key }},
-            {%- for attribute in attributes %}
-            stored.{{ attribute }},
-            {%- endfor %}
-            stored.last_ordered_at,
-            stored.last_order_uniq_id,
-            1 as is_stored
-
+        select stored.{{ key }}
         from {{ this }} as stored
-        where stored.{{ key }} in (select order_lines.{{ key }} from order_lines)
+        where {{ period_filter('stored.last_ordered_at', 'day', 'timestamp') }}
 
     {% endif %}
-
-),
-
-ranked as (
-
-    select
-        *,
-        row_number() over (
-            partition by {{ key }}
-            order by
-                last_ordered_at desc nulls last,
-                last_order_uniq_id desc nulls last,
-                is_stored asc
-        ) as recency_rank
-
-    from candidates
 
 ),
 
 final as (
 
     select
-        {{ key }},
+        period_keys.{{ key }},
         {%- for attribute in attributes %}
-        {{ attribute }},
+        latest_line.{{ attribute }},
         {%- endfor %}
-        last_ordered_at,
-        last_order_uniq_id
+        latest_line.ordered_at as last_ordered_at,
+        latest_line.uniq_id as last_order_uniq_id
 
-    from ranked
-    where recency_rank = 1
+    from period_keys
+    cross join lateral (
+        select order_lines.*
+        from {{ ref('stg_report_api__user_order_log') }} as order_lines
+        where order_lines.{{ key }} = period_keys.{{ key }}
+        order by order_lines.ordered_at desc, order_lines.uniq_id desc
+        limit 1
+    ) as latest_line
 
 )
 {%- endmacro %}

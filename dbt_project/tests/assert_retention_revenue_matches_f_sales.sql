@@ -1,6 +1,8 @@
 -- Per ISO week, new + returning revenue of f_customer_retention equals the shipped
 -- revenue of f_sales (every shipped line belongs to a new or a returning customer).
--- Checks the `week_start` week when given, else every week of f_sales.
+-- Checks the `week_start` weeks when given (a week just built must match, also when
+-- one side is empty), else every week the retention mart holds: weeks are built once
+-- complete, so the current week's f_sales days have no retention rows yet.
 
 with
 
@@ -35,7 +37,10 @@ final as (
     from sales_weeks
     full outer join retention_weeks
         on sales_weeks.period_id = retention_weeks.period_id
-    where coalesce(sales_weeks.shipped_revenue, 0) <> coalesce(retention_weeks.retention_revenue, 0)
+    where
+        coalesce(sales_weeks.shipped_revenue, 0)
+        <> coalesce(retention_weeks.retention_revenue, 0)
+        and {{ 'true' if var('week_start', none) is not none else 'retention_weeks.period_id is not null' }}
 
 )
 

@@ -58,7 +58,14 @@ def test_week_start_must_be_a_monday(warehouse: dict[str, str]) -> None:
         ({"week_start": "2024-09-30..2024-10-08"}, "2024-10-08 is a Tuesday, not a Monday"),
         ({"day": "2024-10-02..2024-10-01"}, "not an ordered range"),
         ({"day": "2024-10-01..2024-10-02..2024-10-03"}, "not an ordered range"),
-        ({"day": "yesterday"}, "is not a date YYYY-MM-DD or a range"),
+        ({"day": "yesterday"}, "var day='yesterday': 'yesterday' is not a calendar date"),
+        ({"day": "2024-02-30"}, "var day='2024-02-30': '2024-02-30' is not a calendar date"),
+        ({"day": "2023-02-29"}, "'2023-02-29' is not a calendar date"),
+        ({"day": ""}, "var day is empty"),
+        ({"day": " , "}, "var day is empty"),
+        ({"day": "None"}, "var day='None': 'None' is not a calendar date"),
+        ({"week_start": ""}, "var week_start is empty"),
+        ({"week_start": "2024-09-30,2024-10-01"}, "2024-10-01 is a Tuesday, not a Monday"),
     ],
 )
 def test_bad_period_variables_fail_the_compile(
@@ -78,3 +85,17 @@ def test_a_range_narrows_to_its_days_and_weeks(warehouse: dict[str, str]) -> Non
     assert "timestamp '2024-09-29'" in f_sales and "timestamp '2024-10-03'" in f_sales
     retention = (compiled / "f_customer_retention.sql").read_text()
     assert "20240923" in retention and "20241006" in retention
+
+
+def test_a_list_narrows_to_each_of_its_days(warehouse: dict[str, str]) -> None:
+    """Scattered days (a correction touched them) build only those days; 2024-02-29 is real."""
+    dbt.run_dbt(
+        ["compile", "--select", "f_sales"],
+        vars={"day": "2024-09-03, 2024-10-01..2024-10-02,2024-10-02,2024-02-29"},
+    )
+    compiled = dbt.DBT_PROJECT_DIR / "target" / "compiled" / "retail" / "models" / "marts"
+    f_sales = (compiled / "f_sales.sql").read_text()
+    for bound in ("2024-02-29", "2024-03-01", "2024-09-03", "2024-09-04", "2024-10-01"):
+        assert f"timestamp '{bound}'" in f_sales, bound
+    assert f_sales.count("timestamp '2024-10-03'") == 1  # the repeated day is merged
+    assert "2024-09-05" not in f_sales and "2024-09-30" not in f_sales

@@ -24,6 +24,7 @@ EXPECTED_MIGRATIONS = [
     "0004_price_log",
     "0005_load_audit",
     "0006_date_indexes",
+    "0007_source_day",
 ]
 
 # docs/contracts.md, as information_schema spells the types.
@@ -43,6 +44,7 @@ FINAL_COLUMNS: dict[str, dict[str, str]] = {
         "status": "text",
         "batch_id": "text",
         "loaded_at": "timestamp with time zone",
+        "source_day": "date",
     },
     "user_activity_log": {
         "uniq_id": "text",
@@ -52,6 +54,7 @@ FINAL_COLUMNS: dict[str, dict[str, str]] = {
         "quantity": "bigint",
         "batch_id": "text",
         "loaded_at": "timestamp with time zone",
+        "source_day": "date",
     },
     "customer_research": {
         "date_id": "timestamp without time zone",
@@ -193,7 +196,7 @@ def test_failed_migration_is_rolled_back_and_named(pg_conn, tmp_path: Path) -> N
     with pytest.raises(MigrationError, match="0099_broken"):
         migrate(pg_conn, directory)
     assert scalar(pg_conn, "select to_regclass('staging.half_done')") is None
-    assert scalar(pg_conn, "select max(version) from staging.schema_migrations") == "0006"
+    assert scalar(pg_conn, "select max(version) from staging.schema_migrations") == "0007"
     # The lock was released: a later run proceeds.
     assert migrate(pg_conn) == []
 

@@ -1,22 +1,22 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='merge',
+        incremental_strategy='period_replace',
+        period_grain='day',
+        period_column='last_ordered_at',
+        period_column_kind='timestamp',
         unique_key='customer_id',
         on_schema_change='append_new_columns',
+        indexes=[
+            {'columns': ['customer_id'], 'unique': true},
+            {'columns': ['last_ordered_at']},
+        ],
     )
 }}
 
-{#- Attributes of each key's latest order line; any rebuild order gives the same row. -#}
+{#- Each key's latest order line over all of staging; any rebuild order gives the same row. -#}
 
 with
-
-order_lines as (
-
-    select * from {{ ref('stg_report_api__user_order_log') }}
-    where {{ period_filter('ordered_at', 'day', 'timestamp') }}
-
-),
 
 {{ latest_attributes('customer_id', ['first_name', 'last_name', 'city_id']) }}
 
