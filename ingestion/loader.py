@@ -303,6 +303,18 @@ def load_report(
     return _load(conn, start_day, end_day, files, batch_id)
 
 
+def record_not_found(conn: Connection, day: date, report_id: str) -> None:
+    """Record in ``staging.load_audit`` that the API has no increment for ``day``.
+
+    Staging is left as it is; the row says the day was processed (``status`` views and
+    the rebuild planner's notion of which weeks are complete read it).
+    """
+    with conn.cursor() as cur:
+        for name in TABLES:
+            _audit(cur, report_id, name, day, day, None, "not_found", None)
+    conn.commit()
+
+
 # --- validation -----------------------------------------------------------------------
 
 
@@ -426,6 +438,8 @@ def _check_columns(
     bad: Callable[[int | None, str], BadInputError],
 ) -> None:
     """Check every column's distinct values; report the earliest bad line in the file."""
+    if not rows:
+        return  # a header-only file: zero rows for the period
     first_problem: tuple[int, str] | None = None
     for column, values in zip(columns, zip(*rows, strict=True), strict=True):
         # Cheap whole-column checks first, for the columns whose values are all distinct

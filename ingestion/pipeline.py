@@ -22,7 +22,7 @@ from ingestion import dbt
 from ingestion.client import NotFound, Report, ReportApiClient, fetch_files
 from ingestion.config import ApiSettings
 from ingestion.dates import iso_week_bounds, week_starts_ending_within
-from ingestion.loader import LoadSummary, load_increment, load_report
+from ingestion.loader import LoadSummary, load_increment, load_report, record_not_found
 from ingestion.migrate import migrate
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,8 @@ def plan_rebuild(
     other days, days a correction moved lines out of). Every one of them is refilled.
     Retention is rebuilt for every week whose Sunday lies in the range, and for the week
     of every changed day when that week is complete (its Sunday is no later than the
-    range's end or ``latest_loaded_day``, the last day staging has a batch for) or
+    range's end or ``latest_loaded_day``, the last day a batch or a NOT FOUND answer was
+    recorded for) or
     already published (a Monday in ``published_weeks``): a week the pipeline has moved
     past never keeps stale rows, and the current week still waits for its Sunday.
     ``also_week_of`` adds that day's week even when incomplete (on request).
@@ -176,7 +177,7 @@ def rebuild_plan(
     """:func:`plan_rebuild` with the warehouse's state: the last day loaded, published weeks."""
     changed = sorted(set(changed_days))
     with conn.cursor() as cur:
-        cur.execute("select max(end_day) from staging.load_audit where outcome = 'loaded'")
+        cur.execute("select max(end_day) from staging.load_audit")
         latest_loaded_day = cur.fetchone()[0]
         published: list[date] = []
         cur.execute("select to_regclass('mart.f_customer_retention') is not null")
@@ -251,6 +252,7 @@ def run(
                 continue  # the report holds this day; increments exist only after it
             fetched = fetch_increment(settings, report.report_id, day, scratch)
             if fetched is None:
+                record_not_found(conn, day, report.report_id)
                 summary.days_not_found.append(day)
             else:
                 summary.loads.append(load_fetched_increment(conn, fetched))

@@ -40,7 +40,8 @@ final as (
     where
         coalesce(sales_weeks.shipped_revenue, 0)
         <> coalesce(retention_weeks.retention_revenue, 0)
-        and {{ 'true' if var('week_start', none) is not none else 'retention_weeks.period_id is not null' }}
+        {%- set only_held_weeks = var('week_start', none) is none %}
+        and {{ 'retention_weeks.period_id is not null' if only_held_weeks else 'true' }}
 
 )
 
