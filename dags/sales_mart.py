@@ -29,10 +29,16 @@ Every step is idempotent, so reruns and backfills in any order give the same mar
 are serialised by `max_active_runs=1`). `catchup` is off: missed days are backfilled
 on purpose, not replayed by surprise after a pause.
 
-Connections: `warehouse` (Postgres; Cosmos builds the dbt profile from it) and
-`report_api` (HTTP: host = base URL, password = key, extra nickname/cohort). They are
-read inside the tasks only; no secret reaches XCom. Failures are logged with the day
-and task; set `SALES_MART_ALERT_WEBHOOK_CONN_ID` / `SALES_MART_ALERT_EMAIL` to notify.
+Any day of the dbt calendar (2020-01-01..2030-12-31) can be run, by `airflow dags test`,
+a trigger with `day` or a backfill: the DAG has no start_date, so no run is left without
+tasks; a day outside the calendar fails `resolve_run_dates` at once.
+
+Connections: `warehouse` (Postgres, password optional, libpq parameters in the extra;
+Cosmos builds the dbt profile from it) and `report_api` (HTTP: host = base URL,
+password = key, extra nickname/cohort). They are read inside the tasks only; no secret
+reaches XCom. Transient faults are retried with backoff; bad input and bad configuration
+fail the task on its first try. Failures are logged with the day and task; set
+`SALES_MART_ALERT_WEBHOOK_CONN_ID` / `SALES_MART_ALERT_EMAIL` to notify.
 """
 
 from __future__ import annotations
