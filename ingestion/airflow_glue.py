@@ -8,7 +8,9 @@ Airflow: the CLI reads the same settings from the environment (``ingestion.confi
 
 Connections (SPEC sections 2-3):
 
-- ``warehouse`` (type postgres): host, port, login, password, schema = database.
+- ``warehouse`` (type postgres): host (or a unix-socket directory), port, login, an
+  optional password, schema = database; libpq parameters (``sslmode``, ``options``...) in
+  the extra.
 - ``report_api`` (type http): host = base URL (``http://api.example:8000`` or a bare
   host with the scheme in ``schema``), password = API key, extra
   ``{"nickname": ..., "cohort": ...}``.
