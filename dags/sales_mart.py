@@ -29,16 +29,22 @@ Every step is idempotent, so reruns and backfills in any order give the same mar
 are serialised by `max_active_runs=1`). `catchup` is off: missed days are backfilled
 on purpose, not replayed by surprise after a pause.
 
-Connections: `warehouse` (Postgres; Cosmos builds the dbt profile from it) and
-`report_api` (HTTP: host = base URL, password = key, extra nickname/cohort). They are
-read inside the tasks only; no secret reaches XCom. Failures are logged with the day
-and task; set `SALES_MART_ALERT_WEBHOOK_CONN_ID` / `SALES_MART_ALERT_EMAIL` to notify.
+Any day of the dbt calendar (2020-01-01..2030-12-31) can be run, by `airflow dags test`,
+a trigger with `day` or a backfill: the DAG has no start_date, so no run is left without
+tasks; a day outside the calendar fails `resolve_run_dates` at once.
+
+Connections: `warehouse` (Postgres, password optional, libpq parameters in the extra;
+Cosmos builds the dbt profile from it) and `report_api` (HTTP: host = base URL,
+password = key, extra nickname/cohort). They are read inside the tasks only; no secret
+reaches XCom. Transient faults are retried with backoff; bad input and bad configuration
+fail the task on its first try. Failures are logged with the day and task; set
+`SALES_MART_ALERT_WEBHOOK_CONN_ID` / `SALES_MART_ALERT_EMAIL` to notify.
 """
 
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -99,12 +105,64 @@ default_args = {
     "on_failure_callback": _notify_failure,
 }
 
+
+class WarehouseProfileMapping(PostgresUserPasswordProfileMapping):
+    """Cosmos's Postgres mapping with the password optional and libpq extras passed on.
+
+    ``PostgresUserPasswordProfileMapping`` refuses a connection without a password, so
+    trust, peer (a unix-socket directory as host) and ``~/.pgpass`` set-ups failed every
+    dbt task. Here the profile's password is ``env_var(..., '')``: an empty password is
+    "none" to libpq, which then uses the password file or needs none. The secret stays an
+    environment variable of the dbt process, never a profile value. Extras that are libpq
+    parameters (``sslmode``, ``connect_timeout``, ``options``...) reach dbt's connection:
+    ``connect_timeout`` in the profile (dbt always passes its own), the rest as ``PG*``
+    variables, which libpq reads for every parameter dbt does not set.
+    """
+
+    required_fields = ["host", "user", "dbname"]
+
+    @property
+    def conn(self) -> Any:
+        from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+
+        try:
+            return super().conn
+        except AirflowNotFoundException as error:  # no retry defines a connection
+            raise AirflowFailException(
+                f"connection {self.conn_id!r} is not defined: dbt cannot reach the warehouse"
+            ) from error
+
+    @property
+    def profile(self) -> dict[str, Any]:
+        profile = super().profile
+        if not profile.get("user"):  # libpq's default, as for peer authentication
+            import getpass
+
+            profile["user"] = getpass.getuser()
+        profile["password"] = "{{ env_var('" + self.get_env_var_name("password") + "', '') }}"
+        timeout = self.conn.extra_dejson.get("connect_timeout")
+        if timeout not in (None, ""):
+            profile["connect_timeout"] = int(timeout)
+        return profile
+
+    @property
+    def env_vars(self) -> dict[str, str]:
+        from ingestion.airflow_glue import LIBPQ_EXTRA_VARIABLES, libpq_settings_from_connection
+
+        settings = libpq_settings_from_connection(self.conn)
+        env = {name: settings[name] for name in LIBPQ_EXTRA_VARIABLES.values() if name in settings}
+        password = self.get_dbt_value("password")
+        if password:
+            env[self.get_env_var_name("password")] = str(password)
+        if self.disable_event_tracking:
+            env.update(DBT_SEND_ANONYMOUS_USAGE_STATS="False", DO_NOT_TRACK="1")
+        return env
+
+
 profile_config = ProfileConfig(
     profile_name="retail",
     target_name="airflow",
-    profile_mapping=PostgresUserPasswordProfileMapping(
-        conn_id="warehouse", profile_args={"schema": "mart"}
-    ),
+    profile_mapping=WarehouseProfileMapping(conn_id="warehouse", profile_args={"schema": "mart"}),
 )
 project_config = ProjectConfig(
     manifest_path=DBT_MANIFEST,
@@ -133,8 +191,13 @@ def _render_config(select: list[str], exclude: list[str] | None = None) -> Rende
 
 @dag(
     dag_id=DAG_ID,
-    schedule=CronTriggerTimetable("0 3 * * *", timezone="UTC"),
-    start_date=datetime(2024, 10, 1, tzinfo=UTC),
+    # No start_date: Airflow creates no task instances for a run whose logical date is
+    # before it, so such a run "succeeded" doing nothing. Without one every run (dags
+    # test, triggers, backfills of any year) gets its tasks and resolve_run_dates decides:
+    # a day outside the dbt calendar fails there, loudly. run_immediately=True keeps the
+    # first scheduled run what the past start_date gave with catchup=False: the latest
+    # 03:00 already passed when the DAG is first unpaused.
+    schedule=CronTriggerTimetable("0 3 * * *", timezone="UTC", run_immediately=True),
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=6),
@@ -161,37 +224,38 @@ def sales_mart() -> None:
     @task(task_id=RUN_DATES, multiple_outputs=True)
     def resolve_run_dates() -> dict[str, Any]:
         """D and its ISO week from the run's own dates (or the `day` param)."""
+        from ingestion.airflow_glue import fail_fast_on_permanent_errors
         from ingestion.airflow_glue import resolve_run_dates as resolve
 
         context = get_current_context()
         dag_run = context["dag_run"]
         params = context["params"]
-        dates = resolve(
-            logical_date=dag_run.logical_date,
-            run_after=dag_run.run_after,
-            day_param=params.get("day"),
-            rebuild_week_param=bool(params.get("rebuild_week")),
-        )
+        with fail_fast_on_permanent_errors():
+            dates = resolve(
+                logical_date=dag_run.logical_date,
+                run_after=dag_run.run_after,
+                day_param=params.get("day"),
+                rebuild_week_param=bool(params.get("rebuild_week")),
+            )
         print(dates.reason)
         return dates.as_xcom()
 
     @task
     def prepare_staging() -> None:
         """Create or upgrade the staging schema (versioned migrations, idempotent)."""
-        from ingestion.airflow_glue import warehouse_settings
+        from ingestion.airflow_glue import fail_fast_on_permanent_errors, warehouse_connection
         from ingestion.migrate import migrate
-        from ingestion.warehouse import connection
 
-        with connection(warehouse_settings()) as conn:
+        with fail_fast_on_permanent_errors(), warehouse_connection() as conn:
             migrate(conn)
 
     @task
     def generate_report() -> str:
         """Ask the report API for a report; the task id goes to XCom."""
-        from ingestion.airflow_glue import report_api_settings
+        from ingestion.airflow_glue import fail_fast_on_permanent_errors, report_api_settings
         from ingestion.client import ReportApiClient
 
-        with ReportApiClient(report_api_settings()) as client:
+        with fail_fast_on_permanent_errors(), ReportApiClient(report_api_settings()) as client:
             return client.generate_report()
 
     @task.sensor(
@@ -202,10 +266,10 @@ def sales_mart() -> None:
     )
     def wait_for_report(report_task_id: str) -> PokeReturnValue:
         """Poll the report; between pokes the worker slot is released (reschedule)."""
-        from ingestion.airflow_glue import report_api_settings
+        from ingestion.airflow_glue import fail_fast_on_permanent_errors, report_api_settings
         from ingestion.client import ReportApiClient, ReportTimeout
 
-        with ReportApiClient(report_api_settings()) as client:
+        with fail_fast_on_permanent_errors(), ReportApiClient(report_api_settings()) as client:
             try:
                 # A short burst of polls first: reports are often ready in seconds.
                 report = client.wait_for_report(report_task_id, deadline_s=15, max_delay_s=4)
@@ -224,12 +288,17 @@ def sales_mart() -> None:
     @task
     def fetch_increment(report: dict[str, Any], day: str) -> dict[str, Any] | None:
         """Download D's increment files; None when the API answers NOT FOUND."""
-        from ingestion.airflow_glue import increment_workdir, report_api_settings
+        from ingestion.airflow_glue import (
+            fail_fast_on_permanent_errors,
+            increment_workdir,
+            report_api_settings,
+        )
         from ingestion.dates import parse_day
         from ingestion.pipeline import fetch_increment as fetch
 
-        workdir = increment_workdir(DAG_ID, day)
-        return fetch(report_api_settings(), report["report_id"], parse_day(day), workdir)
+        with fail_fast_on_permanent_errors():
+            workdir = increment_workdir(DAG_ID, day)
+            return fetch(report_api_settings(), report["report_id"], parse_day(day), workdir)
 
     @task.branch
     def branch_on_increment(fetched: dict[str, Any] | None, day: str) -> str:
@@ -247,31 +316,32 @@ def sales_mart() -> None:
     def load_staging(fetched: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
         """Replace D's rows in staging with the increment, in one transaction."""
         from ingestion.airflow_glue import (
+            fail_fast_on_permanent_errors,
             files_present,
             increment_workdir,
             report_api_settings,
             summary_to_xcom,
-            warehouse_settings,
+            warehouse_connection,
         )
         from ingestion.dates import parse_day
         from ingestion.pipeline import fetch_increment as fetch
         from ingestion.pipeline import load_fetched_increment
-        from ingestion.warehouse import connection
 
-        if not files_present(fetched):
-            # Another worker fetched them (no shared volume) or they were cleaned up.
-            day = str(fetched["day"])
-            print(f"increment files for {day} are not on this worker; fetching them again")
-            fetched = fetch(
-                report_api_settings(),
-                report["report_id"],
-                parse_day(day),
-                increment_workdir(DAG_ID, day),
-            )
-            if fetched is None:
-                raise RuntimeError(f"the increment for {day} disappeared from the report API")
-        with connection(warehouse_settings()) as conn:
-            summary = load_fetched_increment(conn, fetched)
+        with fail_fast_on_permanent_errors():
+            if not files_present(fetched):
+                # Another worker fetched them (no shared volume) or they were cleaned up.
+                day = str(fetched["day"])
+                print(f"increment files for {day} are not on this worker; fetching them again")
+                fetched = fetch(
+                    report_api_settings(),
+                    report["report_id"],
+                    parse_day(day),
+                    increment_workdir(DAG_ID, day),
+                )
+                if fetched is None:
+                    raise RuntimeError(f"the increment for {day} disappeared from the report API")
+            with warehouse_connection() as conn:
+                summary = load_fetched_increment(conn, fetched)
         print(summary.format())
         return summary_to_xcom(summary)
 

@@ -8,7 +8,9 @@ Airflow: the CLI reads the same settings from the environment (``ingestion.confi
 
 Connections (SPEC sections 2-3):
 
-- ``warehouse`` (type postgres): host, port, login, password, schema = database.
+- ``warehouse`` (type postgres): host (or a unix-socket directory), port, login, an
+  optional password, schema = database; libpq parameters (``sslmode``, ``options``...) in
+  the extra.
 - ``report_api`` (type http): host = base URL (``http://api.example:8000`` or a bare
   host with the scheme in ``schema``), password = API key, extra
   ``{"nickname": ..., "cohort": ...}``.
@@ -23,12 +25,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from ingestion.dates import is_week_end, iso_week_bounds, iso_week_id, parse_day, report_day
 
@@ -53,8 +56,19 @@ ENV_ALERT_WEBHOOK_CONN = "SALES_MART_ALERT_WEBHOOK_CONN_ID"
 ENV_ALERT_EMAIL = "SALES_MART_ALERT_EMAIL"
 
 
+# The days d_calendar covers: dbt_project.yml's vars calendar_start / calendar_end
+# (tests/dags check they agree). A run for a day outside them fails at once: its
+# order lines would fail the staging tests and no mart could hold the day.
+CALENDAR_START = date(2020, 1, 1)
+CALENDAR_END = date(2030, 12, 31)
+
+
 class MissingConfiguration(RuntimeError):
     """Neither the Airflow connection nor the environment configures a service."""
+
+
+class DayOutsideCalendar(ValueError):
+    """A run's day D is outside the dbt calendar: nothing could be built for it."""
 
 
 # -- connections -------------------------------------------------------------------------
@@ -127,8 +141,40 @@ def report_api_settings(conn_id: str = REPORT_API_CONN_ID) -> ApiSettings:
     return settings
 
 
+# Connection extras that are libpq connection parameters, and the environment variable
+# libpq reads each from. Extras reach libpq in this form: the Python tasks pass them as
+# keywords (``warehouse_connection``), dbt (Cosmos) sees them in its environment. Only
+# parameters with an environment variable are accepted, so both paths honour the same set.
+LIBPQ_EXTRA_VARIABLES = {
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "sslcrl": "PGSSLCRL",
+    "sslnegotiation": "PGSSLNEGOTIATION",
+    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
+    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
+    "gssencmode": "PGGSSENCMODE",
+    "channel_binding": "PGCHANNELBINDING",
+    "require_auth": "PGREQUIREAUTH",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "options": "PGOPTIONS",
+    "application_name": "PGAPPNAME",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "client_encoding": "PGCLIENTENCODING",
+    "passfile": "PGPASSFILE",
+    "service": "PGSERVICE",
+}
+# The connection's own fields, as libpq variables.
+LIBPQ_FIELD_VARIABLES = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")
+
+
 def libpq_settings_from_connection(conn: Any) -> dict[str, str]:
-    """libpq settings (``PGHOST``...) from a ``warehouse`` Postgres connection."""
+    """libpq settings (``PGHOST``... and ``PGSSLMODE``... from the extra) of a Postgres connection.
+
+    No password is fine (trust or peer authentication, ``~/.pgpass``): libpq then looks
+    the password up itself. A unix-socket directory is a valid host.
+    """
     values = {
         "PGHOST": conn.host,
         "PGPORT": str(conn.port) if conn.port else None,
@@ -138,7 +184,28 @@ def libpq_settings_from_connection(conn: Any) -> dict[str, str]:
     }
     if not values["PGHOST"]:
         raise MissingConfiguration(f"connection {conn.conn_id!r} has no host")
+    extra = conn.extra_dejson or {}
+    unknown = sorted(key for key in extra if key not in LIBPQ_EXTRA_VARIABLES)
+    if unknown:
+        # Names only: an extra may hold a secret.
+        log.warning(
+            "connection %r: extra keys %s are not libpq parameters this project passes on "
+            "(known: %s); they are ignored",
+            conn.conn_id,
+            ", ".join(unknown),
+            ", ".join(sorted(LIBPQ_EXTRA_VARIABLES)),
+        )
+    for keyword, variable in LIBPQ_EXTRA_VARIABLES.items():
+        value = extra.get(keyword)
+        if value is not None and str(value) != "":
+            values[variable] = str(value)
     return {name: value for name, value in values.items() if value}
+
+
+def libpq_keywords(settings: Mapping[str, str]) -> dict[str, str]:
+    """The extra libpq parameters among libpq settings, as connection keywords."""
+    by_variable = {variable: keyword for keyword, variable in LIBPQ_EXTRA_VARIABLES.items()}
+    return {by_variable[name]: value for name, value in settings.items() if name in by_variable}
 
 
 def warehouse_settings(conn_id: str = WAREHOUSE_CONN_ID) -> dict[str, str]:
@@ -157,23 +224,57 @@ def warehouse_settings(conn_id: str = WAREHOUSE_CONN_ID) -> dict[str, str]:
     return settings
 
 
-# Cosmos's PostgresUserPasswordProfileMapping requires a password; servers that trust
-# local connections (the embedded one, CI) ignore it.
-PLACEHOLDER_PASSWORD = "unused-trust-auth"
+@contextmanager
+def warehouse_connection(conn_id: str = WAREHOUSE_CONN_ID) -> Iterator[Any]:
+    """A psycopg2 connection to the warehouse, extras included; closed on exit."""
+    from ingestion.warehouse import connect
+
+    settings = warehouse_settings(conn_id)
+    keywords = libpq_keywords(settings)
+    # ``connect`` names the session itself (application_name "retail-ingestion").
+    keywords.pop("application_name", None)
+    conn = connect(settings, **keywords)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 def warehouse_connection_json(libpq: Mapping[str, str]) -> str:
-    """The ``warehouse`` connection (JSON form) for libpq settings."""
-    return json.dumps(
-        {
-            "conn_type": "postgres",
-            "host": libpq["PGHOST"],
-            "port": int(libpq.get("PGPORT") or 5432),
-            "login": libpq.get("PGUSER") or "postgres",
-            "password": libpq.get("PGPASSWORD") or PLACEHOLDER_PASSWORD,
-            "schema": libpq.get("PGDATABASE") or "postgres",
-        }
-    )
+    """The ``warehouse`` connection (JSON form) for libpq settings.
+
+    A password is written only when there is one; libpq parameters (``PGSSLMODE``...)
+    go to the extra.
+    """
+    fields: dict[str, Any] = {
+        "conn_type": "postgres",
+        "host": libpq["PGHOST"],
+        "port": int(libpq.get("PGPORT") or 5432),
+        "login": libpq.get("PGUSER") or "postgres",
+        "schema": libpq.get("PGDATABASE") or "postgres",
+    }
+    if libpq.get("PGPASSWORD"):
+        fields["password"] = libpq["PGPASSWORD"]
+    extra = libpq_keywords(libpq)
+    if extra:
+        fields["extra"] = extra
+    return json.dumps(fields)
+
+
+def warehouse_connection_uri(libpq: Mapping[str, str]) -> str:
+    """The ``warehouse`` connection as an Airflow URI (``postgresql://user[:pw]@host:port/db``).
+
+    A unix-socket directory host is percent-encoded, as Airflow's URI form requires;
+    libpq parameters become query arguments (Airflow's extra).
+    """
+    user = quote(libpq.get("PGUSER") or "postgres", safe="")
+    if libpq.get("PGPASSWORD"):
+        user += ":" + quote(libpq["PGPASSWORD"], safe="")
+    host = quote(libpq["PGHOST"], safe="")
+    port = int(libpq.get("PGPORT") or 5432)
+    database = quote(libpq.get("PGDATABASE") or "postgres", safe="")
+    query = urlencode(libpq_keywords(libpq))
+    return f"postgresql://{user}@{host}:{port}/{database}" + (f"?{query}" if query else "")
 
 
 def report_api_connection_json(api: ApiSettings) -> str:
@@ -188,15 +289,25 @@ def report_api_connection_json(api: ApiSettings) -> str:
     )
 
 
-def airflow_connection_env(libpq: Mapping[str, str], api: ApiSettings) -> dict[str, str]:
+def airflow_connection_env(
+    libpq: Mapping[str, str], api: ApiSettings, *, warehouse_form: str = "json"
+) -> dict[str, str]:
     """``AIRFLOW_CONN_WAREHOUSE`` / ``AIRFLOW_CONN_REPORT_API`` for a local Airflow.
 
     The JSON form keeps a unix-socket directory as the warehouse host and the report
     API's base URL as the HTTP host, as the connections are documented, without URL
-    encoding. The values hold secrets: pass them in the environment, never print them.
+    encoding; ``warehouse_form="uri"`` writes the warehouse as a URI, the other form
+    users give. The values hold secrets: pass them in the environment, never print them.
     """
+    if warehouse_form not in ("json", "uri"):
+        raise ValueError(f"warehouse_form must be 'json' or 'uri', not {warehouse_form!r}")
+    warehouse = (
+        warehouse_connection_uri(libpq)
+        if warehouse_form == "uri"
+        else warehouse_connection_json(libpq)
+    )
     return {
-        "AIRFLOW_CONN_WAREHOUSE": warehouse_connection_json(libpq),
+        "AIRFLOW_CONN_WAREHOUSE": warehouse,
         "AIRFLOW_CONN_REPORT_API": report_api_connection_json(api),
     }
 
@@ -247,6 +358,7 @@ def resolve_run_dates(
       ``run_after`` (a manual run without a logical date).
 
     The week ending on D is built when D is a Sunday, or for D's week on request.
+    A day outside the dbt calendar raises :class:`DayOutsideCalendar`.
     """
     if day_param:
         day = parse_day(day_param)
@@ -257,6 +369,13 @@ def resolve_run_dates(
             raise ValueError("the run has neither a logical date nor run_after")
         day = report_day(trigger)
         source = f"the day before the trigger time {trigger.isoformat()}"
+    if not CALENDAR_START <= day <= CALENDAR_END:
+        raise DayOutsideCalendar(
+            f"day {day.isoformat()} ({source}) is outside the dbt calendar "
+            f"{CALENDAR_START.isoformat()}..{CALENDAR_END.isoformat()} (vars calendar_start / "
+            "calendar_end in dbt_project/dbt_project.yml): there is nothing this run could "
+            "load or build; pass a day within the calendar"
+        )
     if is_week_end(day):
         build_week, why = True, f"{day} is a Sunday: week {iso_week_id(day)} is complete"
     elif rebuild_week_param:
@@ -287,6 +406,72 @@ def summary_to_xcom(summary: Any) -> dict[str, Any]:
     if isinstance(summary, Mapping):
         return json.loads(json.dumps(dict(summary), default=str))
     return {"summary": str(summary)}
+
+
+# -- failing fast ----------------------------------------------------------------------------
+
+
+def _permanent_error_types() -> tuple[type[BaseException], ...]:
+    """Errors a retry cannot fix: bad input, bad configuration, a missing connection."""
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from ingestion.client import AuthError
+    from ingestion.loader import BadInputError
+
+    return (
+        BadInputError,  # a file that cannot be loaded as it is
+        MissingConfiguration,
+        AuthError,  # the report API refused the key (401/403)
+        AirflowNotFoundException,  # a connection that is not defined
+        ValueError,  # dates and settings that do not parse (BadInputError is one too)
+    )
+
+
+def _transient_error_types() -> tuple[type[BaseException], ...]:
+    """Faults that may pass: network, timeouts, server errors, lock timeouts."""
+    import psycopg2
+    import requests
+
+    from ingestion.client import DownloadError, ReportTimeout
+
+    return (
+        OSError,  # sockets, connection refused/reset, TimeoutError
+        requests.RequestException,  # also a ValueError for a few (JSON decoding)
+        # Server gone, connection refused, lock and statement timeouts, deadlocks and
+        # serialization failures: all subclasses of OperationalError.
+        psycopg2.OperationalError,
+        DownloadError,
+        ReportTimeout,
+    )
+
+
+def is_permanent_error(error: BaseException) -> bool:
+    """True for an error no retry can fix; transient faults always keep their retries."""
+    if isinstance(error, _transient_error_types()):
+        return False
+    # Anything else unknown (e.g. the client's ReportApiError for HTTP 5xx) keeps retrying.
+    return isinstance(error, _permanent_error_types())
+
+
+@contextmanager
+def fail_fast_on_permanent_errors() -> Iterator[None]:
+    """Turn errors no retry can fix into ``AirflowFailException`` (no retries).
+
+    Every Python task of the DAG runs inside this. Transient faults (network errors,
+    HTTP 5xx, lock timeouts, ``psycopg2.OperationalError``) pass unchanged and are
+    retried with backoff; bad input, bad configuration and date errors fail the task on
+    its first try, with the original error chained for the log.
+    """
+    try:
+        yield
+    except Exception as error:
+        if not is_permanent_error(error):
+            raise
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(
+            f"{type(error).__name__}: {error} (not retried: a retry cannot fix this)"
+        ) from error
 
 
 # -- failure reporting ---------------------------------------------------------------------

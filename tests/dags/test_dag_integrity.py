@@ -46,7 +46,9 @@ def test_dag_level_settings(dag) -> None:
     assert isinstance(dag.timetable, CronTriggerTimetable)
     assert dag.dagrun_timeout is not None
     assert dag.doc_md and "rebuild" in dag.doc_md.lower()
-    assert dag.start_date is not None and dag.start_date.tzinfo is not None
+    # No start_date: every run gets its task instances (see test_sales_mart_runs.py).
+    assert dag.start_date is None
+    assert all(task.start_date is None for task in dag.tasks)
     assert set(dag.params.keys()) >= {"day", "rebuild_week"}
     assert dag.params["day"] is None and dag.params["rebuild_week"] is False
 
@@ -122,11 +124,118 @@ def test_retention_group_builds_only_the_retention_mart_for_the_week(dag) -> Non
         assert task.install_deps is False
 
 
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 11, 23, 2, 59, tzinfo=UTC),
+        datetime(2026, 11, 23, 3, 0, tzinfo=UTC),
+        datetime(2026, 11, 23, 3, 1, tzinfo=UTC),
+        datetime(2026, 11, 23, 13, 40, tzinfo=UTC),
+        datetime(2026, 12, 31, 23, 59, tzinfo=UTC),
+    ],
+)
+def test_scheduled_runs_are_those_of_the_old_start_date(dag, moment, monkeypatch) -> None:
+    """Dropping start_date changed no scheduled run: first run, next runs, after a pause."""
+    import attrs
+    import pendulum
+    from airflow.timetables import trigger
+    from airflow.timetables.base import DataInterval, TimeRestriction
+
+    # The DAG's timetable, as the scheduler's own class (the SDK one only describes it).
+    assert attrs.asdict(dag.timetable) == {
+        "expression": "0 3 * * *",
+        "timezone": "UTC",
+        "interval": timedelta(0),
+        "run_immediately": True,
+    }
+    new = trigger.CronTriggerTimetable("0 3 * * *", timezone="UTC", run_immediately=True)
+    old = trigger.CronTriggerTimetable("0 3 * * *", timezone="UTC")
+    monkeypatch.setattr(trigger, "utcnow", lambda: pendulum.instance(moment))
+    no_start = TimeRestriction(earliest=None, latest=None, catchup=False)
+    old_start = TimeRestriction(
+        earliest=pendulum.datetime(2024, 10, 1, tz="UTC"), latest=None, catchup=False
+    )
+    last_runs = [None] + [
+        DataInterval.exact(pendulum.instance(moment) - timedelta(days=days, hours=7))
+        for days in (0, 1, 30)
+    ]
+    for last in last_runs:
+        assert new.next_dagrun_info(
+            last_automated_data_interval=last, restriction=no_start
+        ) == old.next_dagrun_info(last_automated_data_interval=last, restriction=old_start)
+
+
+def test_calendar_bounds_are_dbt_projects() -> None:
+    import yaml
+
+    from ingestion.airflow_glue import CALENDAR_END, CALENDAR_START
+
+    project = yaml.safe_load(
+        (DAGS_DIR.parent / "dbt_project" / "dbt_project.yml").read_text(encoding="utf-8")
+    )
+    assert str(project["vars"]["calendar_start"]) == CALENDAR_START.isoformat()
+    assert str(project["vars"]["calendar_end"]) == CALENDAR_END.isoformat()
+
+
 def test_profile_is_generated_from_the_connection_without_secrets(dag) -> None:
     mapping = dag.get_task("build_sales_mart.f_sales.run").profile_config.profile_mapping
-    assert type(mapping).__name__ == "PostgresUserPasswordProfileMapping"
+    assert type(mapping).__name__ == "WarehouseProfileMapping"
+    assert mapping.conn_id == "warehouse"
     assert mapping.profile_args.get("schema") == "mart"
     assert "password" in mapping.secret_fields  # rendered as an env_var() reference
+    assert "password" not in mapping.required_fields
+
+
+def _mapping_for(dag, uri: str, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", uri)
+    mapping = dag.get_task("build_sales_mart.f_sales.run").profile_config.profile_mapping
+    return type(mapping)(conn_id="warehouse", profile_args={"schema": "mart"})
+
+
+@pytest.mark.parametrize(
+    ("uri", "host"),
+    [
+        ("postgresql://postgres@127.0.0.1:5432/db", "127.0.0.1"),  # trust
+        ("postgresql://postgres@%2Fvar%2Frun%2Fpostgresql:5432/db", "/var/run/postgresql"),  # peer
+    ],
+)
+def test_profile_of_a_passwordless_connection(dag, uri, host, monkeypatch) -> None:
+    mapping = _mapping_for(dag, uri, monkeypatch)
+    profile_yaml = mapping.get_profile_file_contents("retail", "airflow")
+    profile = mapping.profile
+    assert profile["host"] == host and profile["user"] == "postgres" and profile["dbname"] == "db"
+    # An empty default: libpq then uses ~/.pgpass or needs no password.
+    assert profile["password"] == "{{ env_var('COSMOS_CONN_POSTGRES_PASSWORD', '') }}"
+    assert "COSMOS_CONN_POSTGRES_PASSWORD" not in mapping.env_vars  # no CosmosValueError
+    assert "mock" not in profile_yaml
+
+
+def test_profile_with_a_password_and_libpq_extras(dag, monkeypatch) -> None:
+    mapping = _mapping_for(
+        dag,
+        "postgresql://etl:s3cr%40t@db.example:6543/retail"
+        "?sslmode=require&connect_timeout=7&options=-c%20statement_timeout%3D600000",
+        monkeypatch,
+    )
+    profile_yaml = mapping.get_profile_file_contents("retail", "airflow")
+    assert "s3cr@t" not in profile_yaml  # the secret is an env var of the dbt process only
+    profile = mapping.profile
+    assert profile["port"] == 6543 and profile["sslmode"] == "require"
+    assert profile["connect_timeout"] == 7  # dbt passes its own (10) otherwise
+    env = mapping.env_vars
+    assert env["COSMOS_CONN_POSTGRES_PASSWORD"] == "s3cr@t"
+    assert env["PGSSLMODE"] == "require"
+    assert env["PGOPTIONS"] == "-c statement_timeout=600000"  # libpq reads it for dbt
+
+
+def test_a_missing_warehouse_connection_fails_the_dbt_task_without_retries(dag, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    monkeypatch.delenv("AIRFLOW_CONN_WAREHOUSE", raising=False)
+    mapping = dag.get_task("build_sales_mart.f_sales.run").profile_config.profile_mapping
+    fresh = type(mapping)(conn_id="warehouse_not_defined_anywhere")
+    with pytest.raises(AirflowFailException, match="warehouse_not_defined_anywhere"):
+        fresh.get_profile_file_contents("retail", "airflow")
 
 
 def test_parse_needs_no_network_database_connection_or_variable(dbt_manifest, monkeypatch) -> None:
@@ -177,3 +286,19 @@ def test_scheduled_runs_resolve_their_day_and_week(logical_date, day, builds_wee
     assert dates["build_week"] is builds_week
     if builds_week:
         assert dates["week_end"] == day
+
+
+def test_every_python_task_that_reaches_out_fails_fast_on_permanent_errors(dag) -> None:
+    """The guard of airflow_glue wraps each task body doing I/O (the branches only decide)."""
+    import inspect
+
+    for task_id in (
+        "resolve_run_dates",
+        "prepare_staging",
+        "generate_report",
+        "wait_for_report",
+        "fetch_increment",
+        "load_staging",
+    ):
+        source = inspect.getsource(dag.get_task(task_id).python_callable)
+        assert "with fail_fast_on_permanent_errors()" in source, task_id

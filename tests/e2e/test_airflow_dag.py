@@ -9,7 +9,12 @@ preloaded up to Saturday with the CLI, then the DAG runs:
 (a) Monday 2024-10-07 -> D = Sunday 2024-10-06: Sunday loaded, W40 retention built;
 (b) Tuesday 2024-10-08 -> D = 2024-10-07: the day loaded, retention untouched;
 (c) Thursday 2024-10-10 -> D = 2024-10-09, a NOT FOUND day: nothing loaded, success;
-then (a) again, which must leave every mart identical.
+then (a) again, which must leave every mart identical; and finally
+(d) 2023-04-17 -> D = 2023-04-16, a day long before the DAG was first deployed (a run
+that Airflow used to mark successful without a task while the DAG had a start_date).
+
+The warehouse connection is a URI **without a password** (the server trusts the test
+client), as users write it: every task, the Cosmos dbt tasks included, must work with it.
 """
 
 from __future__ import annotations
@@ -141,7 +146,7 @@ def scenario(make_database, tmp_path_factory: pytest.TempPathFactory) -> Scenari
             "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
             "DO_NOT_TRACK": "1",
             "INGESTION_WORKDIR": str(airflow_home / "increments"),
-            **airflow_connection_env(warehouse, api.settings),
+            **airflow_connection_env(warehouse, api.settings, warehouse_form="uri"),
         }
         # Saturday and the days before it, loaded and built by the CLI (no Airflow).
         cli_env = {
@@ -168,6 +173,7 @@ def scenario(make_database, tmp_path_factory: pytest.TempPathFactory) -> Scenari
             ("weekday", "2024-10-08T03:00:00+00:00"),
             ("not_found", "2024-10-10T03:00:00+00:00"),
             ("monday_rerun", "2024-10-07T03:00:00+00:00"),
+            ("before_first_deploy", "2023-04-17T03:00:00+00:00"),
         ):
             result.runs[name] = _dags_test(result, logical_date)
             result.marts[name] = _snapshot_marts(warehouse)
@@ -258,3 +264,23 @@ def test_rerunning_the_monday_run_leaves_the_marts_identical(scenario: Scenario)
     _assert_succeeded(scenario.runs["monday_rerun"])
     assert scenario.marts["monday_rerun"] == scenario.marts["not_found"]
     assert scenario.staging_days["monday_rerun"] == scenario.staging_days["not_found"]
+
+
+def test_the_warehouse_connection_has_no_password(scenario: Scenario) -> None:
+    uri = scenario.env["AIRFLOW_CONN_WAREHOUSE"]
+    assert uri.startswith("postgresql://")
+    credentials = uri.removeprefix("postgresql://").split("@", 1)[0]
+    assert ":" not in credentials and "PGPASSWORD" not in scenario.warehouse
+
+
+def test_a_2023_run_does_the_work(scenario: Scenario) -> None:
+    run = scenario.runs["before_first_deploy"]
+    _assert_succeeded(run)
+    assert "D = 2023-04-16" in run.output
+    assert run.tasks["resolve_run_dates"] == "success"
+    assert run.tasks["prepare_staging"] == "success"
+    assert run.tasks["build_sales_mart.f_sales.run"] == "success"
+    assert run.tasks["build_sales_mart.f_sales.test"] == "success"
+    # Another day's rebuild leaves W40 and the loaded days as they were.
+    after = scenario.marts["before_first_deploy"]
+    assert after["f_customer_retention"] == scenario.marts["monday_rerun"]["f_customer_retention"]

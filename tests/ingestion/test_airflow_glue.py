@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 from datetime import UTC, date, datetime
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -107,6 +108,155 @@ def test_resolve_run_dates_prefers_the_param_then_the_logical_date() -> None:
     assert sunday["build_week"] and sunday["week_id"] == "2024-W40"
     with pytest.raises(ValueError, match="YYYY-MM-DD"):
         resolve_run_dates(logical_date=monday, run_after=monday, day_param="06/10/2024")
+
+
+@pytest.mark.parametrize(
+    ("logical_date", "day_param", "day"),
+    [
+        (datetime(2020, 1, 1, 3, tzinfo=UTC), None, "2019-12-31"),
+        (datetime(2024, 10, 7, 3, tzinfo=UTC), "2031-01-01", "2031-01-01"),
+    ],
+)
+def test_a_day_outside_the_dbt_calendar_is_refused(logical_date, day_param, day) -> None:
+    with pytest.raises(airflow_glue.DayOutsideCalendar, match=f"{day}.*2020-01-01..2030-12-31"):
+        resolve_run_dates(logical_date=logical_date, run_after=logical_date, day_param=day_param)
+    # The calendar's own ends are days like any other.
+    for edge in ("2020-01-01", "2030-12-31"):
+        assert resolve_run_dates(logical_date=None, run_after=logical_date, day_param=edge)
+
+
+def test_warehouse_extras_become_libpq_settings_and_the_password_is_optional() -> None:
+    conn = _conn(
+        host="/var/run/postgresql",
+        login="etl",
+        schema="retail",
+        extra_dejson={"sslmode": "disable", "connect_timeout": 5, "options": "-c x=1", "foo": 1},
+    )
+    settings = libpq_settings_from_connection(conn)
+    assert settings == {
+        "PGHOST": "/var/run/postgresql",
+        "PGUSER": "etl",
+        "PGDATABASE": "retail",
+        "PGSSLMODE": "disable",
+        "PGCONNECT_TIMEOUT": "5",
+        "PGOPTIONS": "-c x=1",
+    }
+    assert airflow_glue.libpq_keywords(settings) == {
+        "sslmode": "disable",
+        "connect_timeout": "5",
+        "options": "-c x=1",
+    }
+
+
+@pytest.mark.parametrize("form", ["json", "uri"])
+def test_warehouse_connection_forms_round_trip_without_a_placeholder_password(form) -> None:
+    from airflow.models.connection import Connection
+
+    libpq = {
+        "PGHOST": "/tmp/sock dir",
+        "PGPORT": "5433",
+        "PGUSER": "postgres",
+        "PGDATABASE": "w",
+        "PGSSLMODE": "prefer",
+    }
+    env = airflow_connection_env(libpq, ApiSettings("http://a", "k", "n", "c"), warehouse_form=form)
+    value = env["AIRFLOW_CONN_WAREHOUSE"]
+    conn = (
+        Connection(conn_id="warehouse", **json.loads(value))
+        if form == "json"
+        else Connection(conn_id="warehouse", uri=value)
+    )
+    assert conn.password in (None, "")
+    assert libpq_settings_from_connection(conn) == libpq
+    assert not hasattr(airflow_glue, "PLACEHOLDER_PASSWORD")
+
+
+def test_extras_reach_libpq_on_a_real_server(warehouse, monkeypatch) -> None:
+    """The Python tasks' connection carries the extra's options (real PostgreSQL)."""
+    uri = airflow_glue.warehouse_connection_uri(
+        {**warehouse, "PGOPTIONS": "-c statement_timeout=4321", "PGCONNECT_TIMEOUT": "3"}
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", uri)
+    with airflow_glue.warehouse_connection() as conn, conn.cursor() as cur:
+        cur.execute("show statement_timeout")
+        assert cur.fetchone()[0] == "4321ms"
+        assert conn.get_dsn_parameters()["connect_timeout"] == "3"
+
+
+def _raised(error: BaseException) -> BaseException:
+    """What a task body raising ``error`` raises through the fail-fast guard."""
+    try:
+        with airflow_glue.fail_fast_on_permanent_errors():
+            raise error
+    except BaseException as raised:  # noqa: BLE001 - the point is to see it
+        return raised
+    raise AssertionError("nothing raised")
+
+
+def _operational_error() -> BaseException:
+    import psycopg2
+
+    try:  # a real refused connection: nothing listens on port 1
+        psycopg2.connect(host="127.0.0.1", port=1, user="x", dbname="x", connect_timeout=3)
+    except psycopg2.OperationalError as error:
+        return error
+    raise AssertionError("port 1 answered")
+
+
+def _lock_timeout(pg_conn) -> BaseException:
+    import psycopg2
+
+    from ingestion.warehouse import connect
+
+    pg_conn.autocommit = False
+    with pg_conn.cursor() as cur:
+        cur.execute("create table locked (id int)")
+        pg_conn.commit()
+        cur.execute("lock table locked")
+        other = connect(pg_conn.get_dsn_parameters() | {})
+    try:
+        with other.cursor() as cur:
+            cur.execute("set lock_timeout = '100ms'")
+            cur.execute("select * from locked")
+    except psycopg2.OperationalError as error:
+        return error
+    finally:
+        other.close()
+        pg_conn.rollback()
+    raise AssertionError("the lock did not time out")
+
+
+def test_permanent_errors_fail_the_task_and_transient_ones_keep_their_retries(pg_conn) -> None:
+    import requests
+    from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+
+    from ingestion.client import AuthError, ReportApiError
+    from ingestion.loader import BadInputError
+
+    permanent = [
+        BadInputError("2024-10-02", Path("user_order_log_inc.csv"), 3, "quantity 'x'"),
+        MissingConfiguration("no Airflow connection 'report_api'"),
+        ValueError("expected a day as YYYY-MM-DD, got '06/10/2024'"),
+        airflow_glue.DayOutsideCalendar("day 2019-12-31 is outside the dbt calendar"),
+        AuthError("report API rejected the API key"),
+        AirflowNotFoundException("The conn_id `warehouse` isn't defined"),
+    ]
+    for error in permanent:
+        raised = _raised(error)
+        assert isinstance(raised, AirflowFailException), error
+        assert raised.__cause__ is error and str(error) in str(raised)
+
+    transient = [
+        _operational_error(),
+        _lock_timeout(pg_conn),
+        requests.ConnectionError("connection reset"),
+        requests.exceptions.JSONDecodeError("garbled", "<html>", 0),  # also a ValueError
+        TimeoutError("timed out"),
+        ReportApiError("GET /get_report answered HTTP 503"),
+        RuntimeError("something unexpected"),
+    ]
+    for error in transient:
+        assert _raised(error) is error, error
 
 
 def test_failure_summary_and_notification_off_by_default(monkeypatch, caplog) -> None:
