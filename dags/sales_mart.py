@@ -77,15 +77,25 @@ DBT_PROJECT_DIR = Path(
 )
 DBT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 
-# dbt selections. The sales group is the dimensions and f_sales with everything they
-# read (staging views, intermediate models); the retention group is f_customer_retention
-# with whatever it needs that the sales group has not just built.
-SALES_MODELS = ["+d_calendar", "+d_city", "+d_customer", "+d_item", "+f_sales"]
+# dbt selections. The sales group is every staging view (a terminal's `dbt test` expects
+# them all) and the dimensions and f_sales with everything they read; the retention
+# group is f_customer_retention with whatever it needs that the sales group has not built.
+SALES_MODELS = [
+    "path:models/staging",
+    "+d_calendar",
+    "+d_city",
+    "+d_customer",
+    "+d_item",
+    "+f_sales",
+]
 RETENTION_MODELS = ["+f_customer_retention"]
 
 RUN_DATES = "resolve_run_dates"
-DAY_TEMPLATE = "{{ ti.xcom_pull(task_ids='" + RUN_DATES + "', key='day') }}"
-WEEK_START_TEMPLATE = "{{ ti.xcom_pull(task_ids='" + RUN_DATES + "', key='week_start') }}"
+PLAN = "plan_rebuild"
+# The days and weeks the run rebuilds: D (and its week on a Sunday) plus every day a
+# correction in D's increment moved lines out of, and those days' complete weeks.
+DAY_TEMPLATE = "{{ ti.xcom_pull(task_ids='" + PLAN + "', key='day_var') }}"
+WEEK_START_TEMPLATE = "{{ ti.xcom_pull(task_ids='" + PLAN + "', key='week_start_var') }}"
 
 
 def _notify_failure(context: Any) -> None:
@@ -343,12 +353,42 @@ def sales_mart() -> None:
             with warehouse_connection() as conn:
                 summary = load_fetched_increment(conn, fetched)
         print(summary.format())
-        return summary_to_xcom(summary)
+        return {
+            **summary_to_xcom(summary),
+            "rebuild_days": [day.isoformat() for day in summary.rebuild_days],
+        }
 
-    increment_not_found = EmptyOperator(task_id="increment_not_found")
-    staging_ready = EmptyOperator(
-        task_id="staging_ready", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
-    )
+    @task
+    def increment_not_found(report: dict[str, Any], day: str) -> None:
+        """Record the NOT FOUND day in staging.load_audit; staging itself is unchanged."""
+        from ingestion.airflow_glue import fail_fast_on_permanent_errors, warehouse_connection
+        from ingestion.dates import parse_day
+        from ingestion.loader import record_not_found
+
+        with fail_fast_on_permanent_errors(), warehouse_connection() as conn:
+            record_not_found(conn, parse_day(day), str(report["report_id"]))
+
+    @task(task_id=PLAN, multiple_outputs=True, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+    def plan_rebuild(day: str, build_week: bool) -> dict[str, Any]:
+        """D, the days D's load moved lines out of, and the complete weeks they touch."""
+        from ingestion.airflow_glue import fail_fast_on_permanent_errors, warehouse_connection
+        from ingestion.dates import parse_day
+        from ingestion.pipeline import rebuild_plan
+
+        # None when the load was skipped (NOT FOUND day)
+        loaded = get_current_context()["ti"].xcom_pull(task_ids="load_staging") or {}
+        with fail_fast_on_permanent_errors(), warehouse_connection() as conn:
+            run_day = parse_day(day)
+            plan = rebuild_plan(
+                conn,
+                run_day,
+                run_day,
+                [parse_day(changed) for changed in loaded.get("rebuild_days", [])],
+                also_week_of=run_day if build_week else None,
+            )
+        planned = plan.as_xcom()
+        print(f"f_sales days: {planned['day_var']}; retention weeks: {planned['week_start_var']}")
+        return planned
 
     build_sales_mart = DbtTaskGroup(
         group_id="build_sales_mart",
@@ -361,7 +401,7 @@ def sales_mart() -> None:
 
     @task.branch
     def branch_on_week_end(build_week: bool, reason: str) -> str:
-        """The Monday run (D = Sunday) builds the week that D closes."""
+        """The Monday run (D = Sunday) builds the week D closes, and any week to correct."""
         print(reason)
         return "build_retention_mart" if build_week else "no_retention_today"
 
@@ -382,9 +422,11 @@ def sales_mart() -> None:
     report = wait_for_report(report_task_id)
     fetched = fetch_increment(report, dates["day"])
     loaded = load_staging(fetched, report)
-    branch_on_increment(fetched, dates["day"]) >> [loaded, increment_not_found]
-    [loaded, increment_not_found] >> staging_ready >> build_sales_mart
-    week_branch = branch_on_week_end(dates["build_week"], dates["reason"])
+    not_found = increment_not_found(report, dates["day"])
+    branch_on_increment(fetched, dates["day"]) >> [loaded, not_found]
+    plan = plan_rebuild(dates["day"], dates["build_week"])
+    [loaded, not_found] >> plan >> build_sales_mart
+    week_branch = branch_on_week_end(plan["build_week"], dates["reason"])
     build_sales_mart >> week_branch >> [build_retention_mart, no_retention_today] >> end
 
 

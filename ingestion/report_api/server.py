@@ -51,6 +51,8 @@ class LocalApiConfig:
     - files of days before ``status_since`` (2024-10-02, the real cut-over) are in the
       old format without the ``status`` column;
     - ``get_report`` answers RUNNING ``running_polls`` times (2) before SUCCESS;
+    - ``corrections`` maps an increment day to a number of lines of the day eight days
+      earlier that it sends again, re-dated and reassigned (none by default);
     - ``fail_first`` maps a path (``/get_report``) to a number of initial requests that
       are answered with ``fail_status`` (503) and ``Retry-After: fail_retry_after_s``.
     """
@@ -74,6 +76,9 @@ class LocalApiConfig:
     fail_status: int = 503
     fail_retry_after_s: int = 0
     extracts_dir: Path | None = None
+    # day -> how many earlier order lines that day's increment corrects (re-dates and
+    # reassigns); none by default, see synthetic.SyntheticShape.corrections
+    corrections: Mapping[date, int] = field(default_factory=dict)
 
     @classmethod
     def from_extracts(cls, extracts_dir: Path, **overrides: Any) -> LocalApiConfig:
@@ -112,6 +117,7 @@ class LocalApiConfig:
             orders_per_day=self.orders_per_day,
             customers=self.customers,
             status_since=self.status_since,
+            corrections=tuple(sorted(self.corrections.items())),
         )
 
     @property
@@ -430,7 +436,9 @@ class _Handler(BaseHTTPRequestHandler):
                 if config.extracts_dir is not None:
                     folder = config.extracts_dir / "increments" / day.isoformat()
                     return self._send_recorded(folder / f"{file_name}.csv")
-                return self._send_stream(synthetic.iter_file(config.shape, name, [day]))
+                return self._send_stream(
+                    synthetic.iter_file(config.shape, name, [day], increment=True)
+                )
         return self._send_error(HTTPStatus.NOT_FOUND, f"no such file /files/{'/'.join(parts)}")
 
     def _send_recorded(self, path: Path) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
 
 import numpy as np
@@ -97,6 +97,14 @@ class SyntheticShape:
     refund_share_min: float = 0.03
     refund_share_max: float = 0.12
     status_since: date = date(2024, 10, 2)
+    # Corrections (SPEC section 2): the increment of each listed day also re-sends this
+    # many order lines of the day a week and a day earlier (always an earlier ISO week),
+    # re-dated to the increment's day, with another customer, item, amount and status.
+    corrections: tuple[tuple[date, int], ...] = ()
+
+
+#: How far back a correction reaches: always into an earlier ISO week.
+CORRECTION_LAG = timedelta(days=8)
 
 
 def timestamp(day: date) -> str:
@@ -204,6 +212,37 @@ def _order_lines(shape: SyntheticShape, day: date, with_status: bool) -> list[st
     ]
 
 
+def _correction_lines(shape: SyntheticShape, day: date, with_status: bool) -> list[str]:
+    """Lines of ``day - CORRECTION_LAG`` sent again in ``day``'s increment, changed.
+
+    Each keeps its ``uniq_id`` and gets ``day``'s date and a new customer (with that
+    customer's name and home city), item, quantity, amount and status: a correction
+    that moves the line into another day and ISO week and reassigns it.
+    """
+    count = dict(shape.corrections).get(day, 0)
+    if count <= 0:
+        return []
+    rng = _rng(shape, day, "corrections")
+    people = _population(shape.seed, shape.customers, shape.regular_customers)
+    source_day = (day - CORRECTION_LAG).isoformat()
+    picks = rng.choice(shape.orders_per_day, size=min(count, shape.orders_per_day), replace=False)
+    stamp = timestamp(day)
+    lines = []
+    for line in picks.tolist():
+        customer = int(rng.integers(0, shape.customers))
+        city = int(people.home_city[customer])
+        item = int(rng.integers(0, len(ITEMS)))
+        quantity = int(rng.integers(1, 6))
+        refunded = with_status and day >= shape.status_since and rng.random() < 0.5
+        tail = (",refunded" if refunded else ",shipped") if with_status else ""
+        lines.append(
+            f"{stable_hex(shape.seed, source_day, 'order', line)},{stamp},{city},{CITIES[city]},"
+            f"{customer},{people.first_names[customer]},{people.last_names[customer]},{item},"
+            f"{ITEMS[item][0]},{quantity},{quantity * ITEMS[item][1]}{tail}"
+        )
+    return lines
+
+
 def _row_order(shape: SyntheticShape, day: date, lines: int) -> np.ndarray:
     """Which line each file row shows: every line once, some repeated, all shuffled."""
     rng = _rng(shape, day, "duplicates")
@@ -213,8 +252,12 @@ def _row_order(shape: SyntheticShape, day: date, lines: int) -> np.ndarray:
     return rows[rng.permutation(rows.size)]
 
 
-def _order_rows(shape: SyntheticShape, day: date, with_status: bool) -> Iterator[str]:
+def _order_rows(
+    shape: SyntheticShape, day: date, with_status: bool, increment: bool
+) -> Iterator[str]:
     lines = _order_lines(shape, day, with_status)
+    if increment:
+        lines += _correction_lines(shape, day, with_status)
     for line in _row_order(shape, day, len(lines)).tolist():
         yield lines[line]
 
@@ -258,7 +301,9 @@ def _blocks(lines: Iterable[str]) -> Iterator[bytes]:
         yield "".join(buffer).encode()
 
 
-def _file_lines(shape: SyntheticShape, name: str, days: list[date]) -> Iterator[str]:
+def _file_lines(
+    shape: SyntheticShape, name: str, days: list[date], increment: bool
+) -> Iterator[str]:
     if name == "price_log":
         # No header, one price per item: the real report and increments look the same.
         yield from (f"{item},{price}\n" for item, price in ITEMS)
@@ -280,18 +325,25 @@ def _file_lines(shape: SyntheticShape, name: str, days: list[date]) -> Iterator[
     with_status = has_status_column(shape, days)
     yield ORDER_COLUMNS + (",status\n" if with_status else "\n")
     for day in days:
-        for row in _order_rows(shape, day, with_status):
+        for row in _order_rows(shape, day, with_status, increment):
             yield f"{next_id},{row}\n"
             next_id += 1
 
 
-def iter_file(shape: SyntheticShape, name: str, days: Iterable[date]) -> Iterator[bytes]:
-    """Stream the CSV file ``name`` (without ``_inc``) covering ``days``, as UTF-8 blocks."""
+def iter_file(
+    shape: SyntheticShape, name: str, days: Iterable[date], *, increment: bool = False
+) -> Iterator[bytes]:
+    """Stream the CSV file ``name`` (without ``_inc``) covering ``days``, as UTF-8 blocks.
+
+    ``increment``: the file of one day's increment, which carries that day's corrections.
+    """
     if name not in FILE_NAMES:
         raise ValueError(f"unknown report file {name!r}; expected one of {FILE_NAMES}")
-    return _blocks(_file_lines(shape, name, sorted(days)))
+    return _blocks(_file_lines(shape, name, sorted(days), increment))
 
 
-def file_bytes(shape: SyntheticShape, name: str, days: Iterable[date]) -> bytes:
+def file_bytes(
+    shape: SyntheticShape, name: str, days: Iterable[date], *, increment: bool = False
+) -> bytes:
     """The whole file at once; convenient for small files and tests."""
-    return b"".join(iter_file(shape, name, days))
+    return b"".join(iter_file(shape, name, days, increment=increment))

@@ -11,8 +11,8 @@ import pytest
 
 DAG_ID = "sales_mart"
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
-DAY_TEMPLATE = "{{ ti.xcom_pull(task_ids='resolve_run_dates', key='day') }}"
-WEEK_START_TEMPLATE = "{{ ti.xcom_pull(task_ids='resolve_run_dates', key='week_start') }}"
+DAY_TEMPLATE = "{{ ti.xcom_pull(task_ids='plan_rebuild', key='day_var') }}"
+WEEK_START_TEMPLATE = "{{ ti.xcom_pull(task_ids='plan_rebuild', key='week_start_var') }}"
 
 
 def parse_dagbag():
@@ -78,13 +78,15 @@ def test_flow(dag) -> None:
     assert downstream("prepare_staging") == {"generate_report"}
     assert downstream("wait_for_report") >= {"fetch_increment"}
     assert downstream("branch_on_increment") == {"load_staging", "increment_not_found"}
-    assert dag.get_task("staging_ready").upstream_task_ids == {
+    assert dag.get_task("plan_rebuild").upstream_task_ids >= {
         "load_staging",
         "increment_not_found",
     }
-    assert dag.get_task("staging_ready").trigger_rule == "none_failed_min_one_success"
-    sales_roots = {t for t in downstream("staging_ready") if t.startswith("build_sales_mart.")}
-    assert sales_roots and sales_roots == downstream("staging_ready")
+    assert dag.get_task("plan_rebuild").trigger_rule == "none_failed_min_one_success"
+    sales_roots = {t for t in downstream("plan_rebuild") if t.startswith("build_sales_mart.")}
+    assert sales_roots
+    # the plan decides which weeks the retention group rebuilds
+    assert "branch_on_week_end" in downstream("plan_rebuild")
     week_branch = downstream("branch_on_week_end")
     assert "no_retention_today" in week_branch
     assert any(t.startswith("build_retention_mart.") for t in week_branch)
@@ -101,6 +103,11 @@ def test_sales_group_builds_dimensions_and_f_sales_for_the_day(dag) -> None:
     ids = set(tasks)
     for model in ("d_calendar", "d_city", "d_customer", "d_item", "f_sales"):
         assert any(t.split(".")[1].startswith(model) for t in ids), model
+    # every staging view, also those no mart reads: `dbt test` from a terminal expects them
+    for view in ("user_order_log", "user_activity_log", "customer_research", "price_log"):
+        assert f"build_sales_mart.stg_report_api__{view}_run" in ids or any(
+            f"stg_report_api__{view}" in t for t in ids
+        ), view
     # Tests run after each model: f_sales has its own test task after its run task.
     assert "build_sales_mart.f_sales.test" in ids
     f_sales_test = dag.get_task("build_sales_mart.f_sales.test")
