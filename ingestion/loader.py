@@ -458,7 +458,7 @@ def _check_columns(
 ) -> None:
     """Check every column's distinct values; report the earliest bad line in the file."""
     if not rows:
-        return  # a header-only file: zero rows for the period, nothing to check
+        return  # a header-only file: zero rows for the period
     first_problem: tuple[int, str] | None = None
     for column, values in zip(columns, zip(*rows, strict=True), strict=True):
         # Cheap whole-column checks first, for the columns whose values are all distinct
