@@ -192,6 +192,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as error:  # one clear line for the user; the traceback in debug
         log.debug("failed", exc_info=True)
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {describe_error(error)}", file=sys.stderr)
         return 1
     return 0
+
+
+def describe_error(error: Exception) -> str:
+    """The user's one-line message for a failure.
+
+    The project's own errors already say what failed and where (a bad file names its day,
+    file, line and reason); anything else is shown with its type, so that a bare text
+    such as ``'files'`` (a KeyError) still says what it is, and how to see more.
+    """
+    if type(error).__module__.startswith("ingestion."):
+        return str(error)
+    return f"{type(error).__name__}: {error} (rerun with -v for the traceback)"

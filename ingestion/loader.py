@@ -22,7 +22,14 @@ Two entry points, one per kind of batch: :func:`load_increment` for one day and
 
 A file given as ``None`` is one the API answered 404 for: a warning names the day and
 the file, and that table's rows for the period are left untouched (an absent file is no
-evidence that the day's rows are gone).
+evidence that the day's rows are gone). A file that is there but holds no rows (a header
+only, or 0 bytes) is the source saying the table has no rows for the period: the period's
+rows are replaced by nothing. A 0-byte file of a table that has a header is accepted too
+(the SPEC allows it) but logged as a warning, since it is also what a truncated upload
+looks like.
+
+Every value must fit not only staging but also the mart column it feeds (see
+:class:`Column` ``maximum``): a value the loader accepts must never fail the dbt build.
 
 Validation uses the ``csv`` module plus checks on each column's *distinct* values: order
 extracts repeat the same cities, items, amounts and timestamps over and over, so checking
@@ -62,6 +69,8 @@ _AMOUNT = re.compile(r"-?\d{1,12}(?:\.\d{1,2})?")
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
 _INT4_MAX = 2**31 - 1
 _INT8_MAX = 2**63 - 1
+# The largest value of a numeric(10,2) column (legacy mart.f_sales.payment_amount).
+MART_AMOUNT_MAX = Decimal("99999999.99")
 
 
 class BadInputError(ValueError):
@@ -91,11 +100,19 @@ class Column:
     ``kind`` is one of ``row_number`` (the file's ``id``: checked, never loaded), ``key``
     (non-empty text), ``text``, ``int`` (int4), ``bigint``, ``amount`` (numeric(14,2)),
     ``timestamp`` (``YYYY-MM-DDTHH:MM:SS``, must fall in the batch's days) and ``status``.
+
+    ``minimum`` and ``maximum`` narrow a number further: to the business rule (a quantity
+    of at least 1) and to the narrowest column the value ends up in, staging or mart
+    (``limited_by`` names that column for the error message). The staging dbt tests in
+    ``_report_api__models.yml`` check the same bounds, so a row written to staging by
+    other means fails there before any mart is touched.
     """
 
     name: str
     kind: str
-    minimum: int | None = None
+    minimum: int | Decimal | None = None
+    maximum: int | Decimal | None = None
+    limited_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +152,10 @@ SPECS: dict[str, TableSpec] = {
             Column("id", "row_number"),
             Column("uniq_id", "key"),
             Column("date_time", "timestamp"),
+            # Every column below feeds mart.f_sales or a dimension; the legacy marts fix
+            # their types (tests/dbt/legacy_marts.sql): ids int4 (kind "int"), quantity
+            # bigint, payment_amount numeric(10,2). Names have no width limit: the legacy
+            # varchar columns become text on upgrade (macro upgrade_legacy_marts).
             Column("city_id", "int"),
             Column("city_name", "text"),
             Column("customer_id", "int"),
@@ -143,8 +164,16 @@ SPECS: dict[str, TableSpec] = {
             Column("item_id", "int"),
             Column("item_name", "text"),
             Column("quantity", "bigint", minimum=1),
-            # Positive even on refunded rows: the mart applies the sign.
-            Column("payment_amount", "amount", minimum=0),
+            # Positive even on refunded rows: the mart applies the sign, so the bound is
+            # the same both ways. numeric(10,2) is kept in mart.f_sales for existing
+            # consumers, so its maximum, not staging's numeric(14,2), is the limit.
+            Column(
+                "payment_amount",
+                "amount",
+                minimum=0,
+                maximum=MART_AMOUNT_MAX,
+                limited_by="mart.f_sales.payment_amount numeric(10,2)",
+            ),
         ),
         has_header=True,
         key=("uniq_id",),
@@ -333,7 +362,28 @@ class ParsedFile:
 
 
 def parse_file(spec: TableSpec, path: Path, start_day: date, end_day: date) -> ParsedFile:
-    """Read and validate one source file; raise :class:`BadInputError` on the first problem."""
+    """Read and validate one source file; raise :class:`BadInputError` on the first problem.
+
+    Any other exception while reading the file is a loader bug, but it still reaches the
+    user as a :class:`BadInputError` naming the day and the file (the original exception
+    is chained for the traceback): a bare message such as ``zip() argument 2 is shorter
+    than argument 1`` would not say which of a batch's files to look at.
+    """
+    try:
+        return _parse_file(spec, path, start_day, end_day)
+    except BadInputError:
+        raise
+    except Exception as exc:
+        raise BadInputError(
+            _period_label(start_day, end_day),
+            path,
+            None,
+            f"the loader failed while checking this file ({type(exc).__name__}: {exc});"
+            " this is a loader bug, please report it with the file",
+        ) from exc
+
+
+def _parse_file(spec: TableSpec, path: Path, start_day: date, end_day: date) -> ParsedFile:
     period = _period_label(start_day, end_day)
 
     def bad(line: int | None, reason: str) -> BadInputError:
@@ -343,10 +393,26 @@ def parse_file(spec: TableSpec, path: Path, start_day: date, end_day: date) -> P
         raw = path.read_bytes()
     except FileNotFoundError:
         raise bad(None, "file does not exist") from None
+    except OSError as exc:
+        raise bad(None, f"file cannot be read: {exc.strerror or exc}") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise bad(raw[: exc.start].count(b"\n") + 1, "not valid UTF-8") from None
+
+    if not text.strip("\r\n"):
+        # No rows for the period (SPEC): a 0-byte file means zero rows, as a header-only
+        # file does; only the header-less price_log is expected to look like this.
+        if spec.has_header:
+            log.warning(
+                "%s: %s is empty (%d bytes, no header): read as zero %s rows for %s",
+                period,
+                path,
+                len(raw),
+                spec.name,
+                period,
+            )
+        return ParsedFile(spec=spec, path=path, rows_read=0, records=[])
 
     if "\x00" in text:
         # PostgreSQL text cannot hold NUL; say where it is rather than fail inside COPY.
@@ -481,15 +547,11 @@ def _value_problem(column: Column, value: str, start_day: date, end_day: date) -
         limit = _INT4_MAX if kind == "int" else _INT8_MAX
         if not -limit <= number <= limit:
             return f"{name} {value} is out of range"
-        if column.minimum is not None and number < column.minimum:
-            return f"{name} {value} is below {column.minimum}"
-        return None
+        return _bound_problem(column, value, number)
     if kind == "amount":
         if not _AMOUNT.fullmatch(value):
             return f"{name} {value!r} is not an amount (digits, up to 2 decimals)"
-        if column.minimum is not None and Decimal(value) < column.minimum:
-            return f"{name} {value} is below {column.minimum}"
-        return None
+        return _bound_problem(column, value, Decimal(value))
     if kind == "timestamp":
         try:
             if not _TIMESTAMP.fullmatch(value):
@@ -501,6 +563,16 @@ def _value_problem(column: Column, value: str, start_day: date, end_day: date) -
             return f"{name} {value} is outside {_period_description(start_day, end_day)}"
         return None
     raise AssertionError(f"unknown column kind {kind!r}")
+
+
+def _bound_problem(column: Column, value: str, number: int | Decimal) -> str | None:
+    """Why ``number`` is outside the column's ``minimum``/``maximum``, or None."""
+    if column.minimum is not None and number < column.minimum:
+        return f"{column.name} {value} is below {column.minimum}"
+    if column.maximum is not None and number > column.maximum:
+        limit = f" ({column.limited_by})" if column.limited_by else ""
+        return f"{column.name} {value} is above {column.maximum}, the largest allowed{limit}"
+    return None
 
 
 def _distinct_records(

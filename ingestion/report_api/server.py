@@ -86,18 +86,31 @@ class LocalApiConfig:
 
         ``extracts_dir`` holds ``report/<name>.csv`` and ``increments/<YYYY-MM-DD>/<name>_inc.csv``
         (the layout of ``shared/fixtures/course_api``). The report window is read from the
-        report's order dates; a day without a folder is NOT FOUND, an absent file is a 404.
+        report's dated files (orders, then activity, then research), unless
+        ``report_start`` and ``report_end`` are given; a day without a folder is NOT FOUND,
+        an absent file is a 404. Files are served as they are, header-only and 0-byte
+        files included (the source's way of saying "no rows for the period").
         """
-        days = _order_days(extracts_dir / "report" / "user_order_log.csv")
+        days = _report_file_days(extracts_dir / "report")
+        if days:
+            window = {"report_start": min(days), "report_end": max(days)}
+        elif "report_start" in overrides and "report_end" in overrides:
+            window = {}
+        else:
+            raise ValueError(
+                f"{extracts_dir / 'report'}: no dated rows to take the report's days from;"
+                " pass report_start and report_end"
+            )
+        increments_dir = extracts_dir / "increments"
         increments = sorted(
             date.fromisoformat(folder.name)
-            for folder in (extracts_dir / "increments").iterdir()
+            for folder in (increments_dir.iterdir() if increments_dir.is_dir() else ())
             if folder.is_dir()
         )
+        report_end = overrides.get("report_end", window.get("report_end"))
         settings: dict[str, Any] = {
-            "report_start": min(days),
-            "report_end": max(days),
-            "increments_until": max(increments, default=max(days)),
+            **window,
+            "increments_until": max(increments, default=report_end),
             "not_found_days": frozenset(),
             "missing_files": frozenset(),
             "extracts_dir": extracts_dir,
@@ -134,12 +147,23 @@ class LocalApiConfig:
         return synthetic.stable_hex(self.seed, "increment", self.report_id, day)
 
 
-def _order_days(path: Path) -> set[date]:
-    """The distinct days of an order log's ``date_time`` column (third field)."""
-    with path.open(encoding="utf-8", newline="") as handle:
-        rows = csv.reader(handle)
-        next(rows)  # header
-        return {date.fromisoformat(row[2][:10]) for row in rows if row}
+# Report files with a date, and the field holding it.
+_DATED_REPORT_FILES = (("user_order_log", 2), ("user_activity_log", 2), ("customer_research", 0))
+
+
+def _report_file_days(report_dir: Path) -> set[date]:
+    """The days of the first dated report file that has rows (empty set when none has)."""
+    for name, field_index in _DATED_REPORT_FILES:
+        path = report_dir / f"{name}.csv"
+        if not path.is_file():
+            continue
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            rows = csv.reader(handle)
+            next(rows, None)  # header (absent in a 0-byte file)
+            days = {date.fromisoformat(row[field_index][:10]) for row in rows if row}
+        if days:
+            return days
+    return set()
 
 
 def _read_chunks(path: Path, size: int = 1 << 16) -> Iterator[bytes]:

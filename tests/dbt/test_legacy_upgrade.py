@@ -103,3 +103,52 @@ def test_upgrade_is_idempotent_and_day_refill_keeps_legacy_rows(
     without_id = [row[1:] for row in sorted(before, key=lambda row: row[uniq])]
     # the day is refilled (new serial ids for its rows), every other row is untouched
     assert [row[1:] for row in after] == without_id
+
+
+LEGACY_CALENDAR = (
+    "select date_id, fact_date, day_num, month_num, month_name, year_num"
+    " from mart.d_calendar where date_id between %s and %s order by date_id"
+)
+
+
+def test_legacy_calendar_columns_keep_what_the_legacy_deployment_put_there(
+    make_database, use_database
+) -> None:
+    """month_name stays the legacy abbreviation ('Sep'), not the full name, after an upgrade.
+
+    Compared row by row with the values the legacy deployment wrote (legacy_marts.sql),
+    read back from the database before the first dbt run.
+    """
+    settings = make_database()
+    execute(settings, LEGACY_DDL.read_text(encoding="utf-8"))
+    use_database(settings)
+    before = query(settings, LEGACY_CALENDAR, (20240801, 20240930))
+    assert len(before) == 61 and before[0][4] == "Aug"
+
+    dbt.run_dbt(["build", "--select", "d_calendar"])
+
+    assert query(settings, LEGACY_CALENDAR, (20240801, 20240930)) == before
+    # the legacy type is kept too, and every month of the calendar fits it
+    assert query(
+        settings,
+        "select data_type, character_maximum_length from information_schema.columns"
+        " where table_schema = 'mart' and table_name = 'd_calendar' and column_name = 'month_name'",
+    ) == [("character varying", 8)]
+    assert query(
+        settings,
+        "select distinct month_num, month_name, month_full_name from mart.d_calendar"
+        " where year_num = 2024 order by month_num",
+    ) == [
+        (1, "Jan", "January"),
+        (2, "Feb", "February"),
+        (3, "Mar", "March"),
+        (4, "Apr", "April"),
+        (5, "May", "May"),
+        (6, "Jun", "June"),
+        (7, "Jul", "July"),
+        (8, "Aug", "August"),
+        (9, "Sep", "September"),
+        (10, "Oct", "October"),
+        (11, "Nov", "November"),
+        (12, "Dec", "December"),
+    ]

@@ -195,7 +195,7 @@ def test_bad_staging_rows_fail_the_build_and_keep_the_marts(built, staged_databa
         with pytest.raises(dbt.DbtError) as day_failure:
             dbt.build_sales_day(date(2024, 10, 2))
         message = str(day_failure.value)
-        assert "not_negative_stg_report_api__user_order_log_quantity" in message
+        assert "value_between_stg_report_api__user_order_log_quantity" in message
         assert "accepted_values_rows_stg_report_api__user_order_log_status" in message
         assert "bad-negative-qty" in message and "bad-status" in message
         assert "bad-date" not in message  # the day build looks at its day only

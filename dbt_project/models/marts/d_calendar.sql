@@ -26,7 +26,7 @@ final as (
         date_trunc('week', date_actual)::date as first_day_of_week,
         (date_trunc('week', date_actual) + interval '6 days')::date as last_day_of_week,
         extract(month from date_actual)::int as month_actual,
-        trim(to_char(date_actual, 'Month')) as month_name,
+        trim(to_char(date_actual, 'Month')) as month_full_name,
         date_trunc('month', date_actual)::date as first_day_of_month,
         (date_trunc('month', date_actual) + interval '1 month - 1 day')::date as last_day_of_month,
         extract(quarter from date_actual)::int as quarter_actual,
@@ -36,6 +36,9 @@ final as (
         date_actual as fact_date,
         extract(day from date_actual)::int as day_num,
         extract(month from date_actual)::int as month_num,
+        -- as the legacy deployment filled it: the English abbreviation ('Sep'), which
+        -- its varchar(8) column could hold ('September' could not); 'Mon' ignores lc_time
+        to_char(date_actual, 'Mon')::varchar(8) as month_name,
         extract(year from date_actual)::int as year_num
 
     from days
