@@ -37,8 +37,8 @@ from ingestion.loader import load_increment, load_report, record_not_found
 from ingestion.migrate import migrate
 from ingestion.pipeline import rebuild_plan
 from ingestion.warehouse import connection
-from support.mart_expectations import OrderLine, retention
-from support.mart_tables import query
+from support.mart_expectations import expected_marts
+from support.mart_tables import actual_marts
 
 pytestmark = pytest.mark.slow
 
@@ -170,91 +170,6 @@ class History:
     def _files(self, rows: list[tuple[date, Line]]) -> dict[str, Path | None]:
         # only the order lines feed the marts; the other files are absent (404)
         return {"user_order_log": write_orders(self.scratch / self._batch(), rows)}
-
-
-def expected_marts(settings: dict[str, str], built_weeks: set[date]) -> dict[str, list[tuple]]:
-    rows = query(
-        settings,
-        "select uniq_id, date_time, city_id, city_name, customer_id, first_name, last_name,"
-        " item_id, item_name, quantity, payment_amount, status from staging.user_order_log",
-    )
-    f_sales = sorted(
-        (
-            int(moment.strftime("%Y%m%d")),
-            item_id,
-            customer_id,
-            city_id,
-            quantity,
-            -amount if status == "refunded" else amount,
-            status,
-            uniq_id,
-        )
-        for (
-            uniq_id,
-            moment,
-            city_id,
-            _,
-            customer_id,
-            _,
-            _,
-            item_id,
-            _,
-            quantity,
-            amount,
-            status,
-        ) in rows
-    )
-    latest = sorted(rows, key=lambda row: (row[1], row[0]))  # ordered_at, then uniq_id
-
-    def dimension(key: int, attributes: list[int]) -> list[tuple]:
-        by_key = {row[key]: tuple(row[i] for i in [key, *attributes]) for row in latest}
-        return [by_key[k] for k in sorted(by_key)]
-
-    lines = {
-        row[0]: OrderLine(row[0], row[1].date(), row[4], row[7], row[10], row[11]) for row in rows
-    }
-    weeks = {f"{m.isocalendar()[0]}-W{m.isocalendar()[1]:02d}" for m in built_weeks}
-    cells = retention(lines)
-    return {
-        "f_sales": f_sales,
-        "d_city": dimension(2, [3]),
-        "d_customer": dimension(4, [5, 6, 2]),
-        "d_item": dimension(7, [8]),
-        "f_customer_retention": sorted(
-            ("weekly", week, item, *cell) for (week, item), cell in cells.items() if week in weeks
-        ),
-    }
-
-
-def actual_marts(settings: dict[str, str]) -> dict[str, list[tuple]]:
-    # dbt creates f_customer_retention on the first week built
-    [(has_retention,)] = query(settings, "select to_regclass('mart.f_customer_retention')")
-    return {
-        "f_sales": sorted(
-            query(
-                settings,
-                "select date_id, item_id, customer_id, city_id, quantity, payment_amount,"
-                " status, uniq_id from mart.f_sales",
-            )
-        ),
-        "d_city": query(settings, "select city_id, city_name from mart.d_city order by 1"),
-        "d_customer": query(
-            settings,
-            "select customer_id, first_name, last_name, city_id from mart.d_customer order by 1",
-        ),
-        "d_item": query(settings, "select item_id, item_name from mart.d_item order by 1"),
-        "f_customer_retention": sorted(
-            query(
-                settings,
-                "select period_name, period_id, item_id, period_start, period_end,"
-                " new_customers_count, returning_customers_count, refunded_customer_count,"
-                " new_customers_revenue, returning_customers_revenue, customers_refunded"
-                " from mart.f_customer_retention",
-            )
-        )
-        if has_retention
-        else [],
-    }
 
 
 @settings(

@@ -3,10 +3,12 @@
 Airflow runs as a subprocess (its own AIRFLOW_HOME with SQLite metadata in a temporary
 folder, the virtualenv's bin first on PATH so Cosmos finds ``dbt``, the connections in
 ``AIRFLOW_CONN_*``); the local report API runs in this process; the warehouse is a fresh
-database on the server under test. The week 2024-09-30..2024-10-06 (2024-W40) is
-preloaded up to Saturday with the CLI, then the DAG runs:
+database on the server under test. The report (2024-09-02..29) and the days up to
+Saturday 2024-10-05 are preloaded with the CLI, then the DAG runs:
 
 (a) Monday 2024-10-07 -> D = Sunday 2024-10-06: Sunday loaded, W40 retention built;
+    Sunday's increment also corrects lines of 2024-09-28 (W39, built by the CLI), so
+    that day and W39 are rebuilt in the same run;
 (b) Tuesday 2024-10-08 -> D = 2024-10-07: the day loaded, retention untouched;
 (c) Thursday 2024-10-10 -> D = 2024-10-09, a NOT FOUND day: nothing loaded, success;
 then (a) again, which must leave every mart identical; and finally
@@ -33,6 +35,8 @@ import pytest
 
 from ingestion.airflow_glue import airflow_connection_env
 from ingestion.warehouse import connect
+from support.mart_expectations import expected_marts
+from support.mart_tables import actual_marts
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +44,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 MARTS = ("d_calendar", "d_city", "d_customer", "d_item", "f_sales", "f_customer_retention")
 RUN_TIMEOUT_S = 900
+CORRECTED_DAY = date(2024, 10, 6)
+CORRECTIONS = 3
 FINISHED_OK = ("success", "skipped")
 
 
@@ -131,7 +137,10 @@ def scenario(make_database, tmp_path_factory: pytest.TempPathFactory) -> Scenari
 
     warehouse = make_database()
     airflow_home = tmp_path_factory.mktemp("airflow_home")
-    with LocalReportApi(LocalApiConfig(orders_per_day=300)) as api:
+    # Sunday's increment corrects lines of the Saturday before (a week and a day earlier),
+    # re-dating them into W40 with another customer: the Monday run must rebuild both weeks.
+    config = LocalApiConfig(orders_per_day=300, corrections={CORRECTED_DAY: CORRECTIONS})
+    with LocalReportApi(config) as api:
         base_env = {
             key: value
             for key, value in os.environ.items()
@@ -161,7 +170,7 @@ def scenario(make_database, tmp_path_factory: pytest.TempPathFactory) -> Scenari
         }
         _run(
             [sys.executable, "-m", "ingestion", "run"]
-            + ["--start", "2024-09-30", "--end", "2024-10-05"],
+            + ["--start", "2024-09-23", "--end", "2024-10-05"],
             cli_env,
         )
         _run([str(VENV_BIN / "airflow"), "db", "migrate"], env)
@@ -201,7 +210,7 @@ def test_monday_run_loads_sunday_and_builds_the_week(scenario: Scenario) -> None
     weeks = _query(
         scenario.warehouse,
         "select period_name, period_id, period_start, period_end, count(*) "
-        "from mart.f_customer_retention group by 1, 2, 3, 4",
+        "from mart.f_customer_retention where period_id = '2024-W40' group by 1, 2, 3, 4",
     )
     assert [w[:4] for w in weeks] == [("weekly", "2024-W40", date(2024, 9, 30), date(2024, 10, 6))]
     # Reconcile the week with f_sales, Sunday included: every shipped line's revenue is
@@ -284,3 +293,23 @@ def test_a_2023_run_does_the_work(scenario: Scenario) -> None:
     # Another day's rebuild leaves W40 and the loaded days as they were.
     after = scenario.marts["before_first_deploy"]
     assert after["f_customer_retention"] == scenario.marts["monday_rerun"]["f_customer_retention"]
+
+
+def test_a_correction_rebuilds_the_day_and_the_week_it_left(scenario: Scenario) -> None:
+    """Sunday's increment re-dated lines of 2024-09-28: that day and W39 were rebuilt."""
+    run = scenario.runs["monday"]
+    assert "f_sales days: 2024-09-28,2024-10-06" in run.output
+    assert "retention weeks: 2024-09-23..2024-09-30" in run.output
+    before, after = scenario.marts["before"], scenario.marts["monday"]
+    w39 = [row for row in after["f_customer_retention"] if row[1] == "2024-W39"]
+    assert w39 and w39 != [row for row in before["f_customer_retention"] if row[1] == "2024-W39"]
+    assert "rows moved here from 2024-09-28" in run.output  # the load's summary
+    # After every run: each mart equals the spec on the final staging, every held week too.
+    mondays = {
+        row[0]
+        for row in _query(
+            scenario.warehouse, "select distinct period_start from mart.f_customer_retention"
+        )
+    }
+    assert {date(2024, 9, 23), date(2024, 9, 30)} <= mondays
+    assert actual_marts(scenario.warehouse) == expected_marts(scenario.warehouse, mondays)

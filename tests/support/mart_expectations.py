@@ -1,4 +1,5 @@
-"""Expected mart values computed independently from the CSV extracts (csv module only)."""
+"""Expected mart values computed independently: from the CSV extracts (csv module only),
+or from whatever staging holds (``expected_marts``), following SPEC section 3 literally."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+
+from support.mart_tables import query
 
 
 @dataclass(frozen=True)
@@ -99,4 +102,65 @@ def retention(lines: dict[str, OrderLine]) -> dict[tuple[str, int], tuple]:
             cell["refunded_lines"],
         )
         for key, cell in cells.items()
+    }
+
+
+def expected_marts(settings: dict[str, str], built_weeks: set[date]) -> dict[str, list[tuple]]:
+    """Every mart as the spec defines it on the database's final staging.
+
+    ``f_sales``: every staging line, signed; dimensions: each key's latest line (time,
+    then ``uniq_id``); retention: the weeks starting on ``built_weeks`` only (a week is
+    built on its Monday or on request), empty weeks contributing no rows.
+    The row shapes are those of ``support.mart_tables.actual_marts``.
+    """
+    rows = query(
+        settings,
+        "select uniq_id, date_time, city_id, city_name, customer_id, first_name, last_name,"
+        " item_id, item_name, quantity, payment_amount, status from staging.user_order_log",
+    )
+    f_sales = sorted(
+        (
+            int(moment.strftime("%Y%m%d")),
+            item_id,
+            customer_id,
+            city_id,
+            quantity,
+            -amount if status == "refunded" else amount,
+            status,
+            uniq_id,
+        )
+        for (
+            uniq_id,
+            moment,
+            city_id,
+            _,
+            customer_id,
+            _,
+            _,
+            item_id,
+            _,
+            quantity,
+            amount,
+            status,
+        ) in rows
+    )
+    latest = sorted(rows, key=lambda row: (row[1], row[0]))  # ordered_at, then uniq_id
+
+    def dimension(key: int, attributes: list[int]) -> list[tuple]:
+        by_key = {row[key]: tuple(row[i] for i in [key, *attributes]) for row in latest}
+        return [by_key[k] for k in sorted(by_key)]
+
+    lines = {
+        row[0]: OrderLine(row[0], row[1].date(), row[4], row[7], row[10], row[11]) for row in rows
+    }
+    weeks = {f"{m.isocalendar()[0]}-W{m.isocalendar()[1]:02d}" for m in built_weeks}
+    cells = retention(lines)
+    return {
+        "f_sales": f_sales,
+        "d_city": dimension(2, [3]),
+        "d_customer": dimension(4, [5, 6, 2]),
+        "d_item": dimension(7, [8]),
+        "f_customer_retention": sorted(
+            ("weekly", week, item, *cell) for (week, item), cell in cells.items() if week in weeks
+        ),
     }
