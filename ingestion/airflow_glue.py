@@ -33,7 +33,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from ingestion.dates import is_week_end, iso_week_bounds, iso_week_id, parse_day, report_day
+from ingestion.dates import (
+    CALENDAR_END,
+    CALENDAR_START,
+    is_week_end,
+    iso_week_bounds,
+    iso_week_id,
+    parse_day,
+    report_day,
+)
 
 if TYPE_CHECKING:
     from ingestion.config import ApiSettings
@@ -54,13 +62,6 @@ ENV_WORKDIR = "INGESTION_WORKDIR"
 # through the ``smtp_default`` connection of the SMTP provider).
 ENV_ALERT_WEBHOOK_CONN = "SALES_MART_ALERT_WEBHOOK_CONN_ID"
 ENV_ALERT_EMAIL = "SALES_MART_ALERT_EMAIL"
-
-
-# The days d_calendar covers: dbt_project.yml's vars calendar_start / calendar_end
-# (tests/dags check they agree). A run for a day outside them fails at once: its
-# order lines would fail the staging tests and no mart could hold the day.
-CALENDAR_START = date(2020, 1, 1)
-CALENDAR_END = date(2030, 12, 31)
 
 
 class MissingConfiguration(RuntimeError):
@@ -230,10 +231,8 @@ def warehouse_connection(conn_id: str = WAREHOUSE_CONN_ID) -> Iterator[Any]:
     from ingestion.warehouse import connect
 
     settings = warehouse_settings(conn_id)
-    keywords = libpq_keywords(settings)
-    # ``connect`` names the session itself (application_name "retail-ingestion").
-    keywords.pop("application_name", None)
-    conn = connect(settings, **keywords)
+    # an application_name in the extra replaces connect's default ("retail-ingestion")
+    conn = connect(settings, **libpq_keywords(settings))
     try:
         yield conn
     finally:

@@ -18,6 +18,12 @@ from datetime import UTC, date, datetime, timedelta
 
 SUNDAY = 7  # date.isoweekday()
 
+# The days d_calendar covers: dbt_project.yml's vars calendar_start / calendar_end
+# (tests/dags check they agree). The loader refuses rows dated outside them and a DAG
+# run for such a day fails at once: no mart could hold the day.
+CALENDAR_START = date(2020, 1, 1)
+CALENDAR_END = date(2030, 12, 31)
+
 
 def report_day(trigger: datetime) -> date:
     """The day a run triggered at ``trigger`` loads: the UTC day before it.

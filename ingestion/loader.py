@@ -56,6 +56,8 @@ from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
+from ingestion.dates import CALENDAR_END, CALENDAR_START
+
 log = logging.getLogger(__name__)
 
 TABLES: tuple[str, ...] = ("user_order_log", "user_activity_log", "customer_research", "price_log")
@@ -561,6 +563,11 @@ def _value_problem(column: Column, value: str, start_day: date, end_day: date) -
             return f"{name} {value!r} is not a timestamp YYYY-MM-DDTHH:MM:SS"
         if not start_day <= moment.date() <= end_day:
             return f"{name} {value} is outside {_period_description(start_day, end_day)}"
+        if not CALENDAR_START <= moment.date() <= CALENDAR_END:
+            return (
+                f"{name} {value} is outside the marts' calendar {CALENDAR_START.isoformat()}.."
+                f"{CALENDAR_END.isoformat()} (dbt vars calendar_start / calendar_end)"
+            )
         return None
     raise AssertionError(f"unknown column kind {kind!r}")
 

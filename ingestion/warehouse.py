@@ -101,10 +101,8 @@ def connect(settings: Mapping[str, str] | None = None, **overrides: str) -> Conn
         "dbname": settings.get("PGDATABASE"),
         **overrides,
     }
-    return psycopg2.connect(
-        **{key: value for key, value in params.items() if value},
-        application_name="retail-ingestion",
-    )
+    params.setdefault("application_name", "retail-ingestion")
+    return psycopg2.connect(**{key: value for key, value in params.items() if value})
 
 
 @contextmanager

@@ -38,7 +38,7 @@ from ingestion.migrate import migrate
 from ingestion.pipeline import rebuild_plan
 from ingestion.warehouse import connection
 from support.mart_expectations import expected_marts
-from support.mart_tables import actual_marts
+from support.mart_tables import actual_marts, query
 
 pytestmark = pytest.mark.slow
 
@@ -219,3 +219,30 @@ def test_a_correction_across_weeks_is_rebuilt_in_both_weeks(
     # an older day reloaded later does not move the line back (the newer batch wins)
     run.apply(("increment", date(2024, 10, 2), [moved, stays]))
     assert actual_marts(settings_) == marts
+
+
+def test_dimensions_follow_a_correction_that_reassigns_a_line(
+    make_database, use_database, tmp_path: Path
+) -> None:
+    """The issue's case: day 1 names customer 1 "Анна", day 2 "Анна-2"; day 2 is reloaded
+    with its line reassigned to customer 2 (another item and city too): customer 1 is
+    "Анна" again, exactly as a fresh build from the same staging gives."""
+    settings_ = make_database()
+    use_database(settings_)
+    with connection(settings_) as conn:
+        migrate(conn)
+    run = History(settings_, tmp_path)
+    first = Line("line-0", 9, 1, 0, 1, 1, 1, Decimal("10.00"), "shipped")
+    second = Line("line-1", 9, 1, 1, 1, 1, 1, Decimal("20.00"), "shipped")
+    run.apply(("increment", date(2024, 10, 1), [first]))
+    run.apply(("increment", date(2024, 10, 2), [second]))
+    assert query(settings_, "select first_name from mart.d_customer where customer_id = 1") == [
+        ("Анна-2",)
+    ]
+    reassigned = Line("line-1", 9, 2, 0, 2, 2, 1, Decimal("20.00"), "shipped")
+    run.apply(("increment", date(2024, 10, 2), [reassigned]))
+    marts = actual_marts(settings_)
+    assert marts == expected_marts(settings_, run.built_weeks)
+    assert marts["d_customer"] == [(1, "Анна", "Иванова", 1), (2, "Борис", "Петров", 2)]
+    assert marts["d_item"] == [(1, "Молоко 3%"), (2, "Хлеб")]
+    assert marts["d_city"] == [(1, "Москва"), (2, "Ростов")]

@@ -439,3 +439,21 @@ def test_summary_format_is_a_small_table() -> None:
     assert lines[0] == "batch i-9, 2024-10-02:"
     assert "919 read" in lines[1] and "576 repeats dropped" in lines[1] and "343 loaded" in lines[1]
     assert "customer_research" in lines[2] and "missing" in lines[2]
+
+
+def test_rows_outside_the_marts_calendar_are_refused(conn, tmp_path: Path) -> None:
+    """d_calendar ends 2030-12-31: a 2031 increment could never reach the marts."""
+    path = tmp_path / "user_order_log.csv"
+    path.write_text(
+        "id,uniq_id,date_time,city_id,city_name,customer_id,first_name,last_name,"
+        "item_id,item_name,quantity,payment_amount,status\n"
+        "1,c1,2031-01-05T00:00:00,0,Москва,1,Анна,Лебедева,1,Томаты,1,50,shipped\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(
+        BadInputError,
+        match=r"2031-01-05: .*user_order_log.csv, line 2: date_time 2031-01-05T00:00:00 is"
+        r" outside the marts' calendar 2020-01-01..2030-12-31",
+    ):
+        load_increment(conn, date(2031, 1, 5), {"user_order_log": path}, "future")
+    assert query(conn, "select count(*) from staging.user_order_log") == [(0,)]
