@@ -8,13 +8,17 @@ date, or `run_after` for a manual run without one; never "now"):
 2. `prepare_staging`: staging schema migrations (idempotent).
 3. `generate_report` -> `wait_for_report` (sensor in *reschedule* mode, deadline 2 h) ->
    `fetch_increment` downloads D's increment files.
-4. `branch_on_increment`: NOT FOUND -> `increment_not_found` (nothing is loaded; the reason
-   is logged); otherwise `load_staging` replaces D's rows in staging in one transaction.
-5. `build_sales_mart` (Cosmos): the dimensions and `f_sales` for D (`--vars {day: D}`),
-   each model followed by its tests.
-6. `branch_on_week_end`: when D is a Sunday, `build_retention_mart` (Cosmos) rebuilds
-   `f_customer_retention` for the ISO week ending on D (`--vars {week_start: Monday}`);
-   otherwise `no_retention_today`. -> `end`.
+4. `branch_on_increment`: NOT FOUND -> `increment_not_found` (nothing is loaded; the day
+   is recorded in `staging.load_audit`); otherwise `load_staging` replaces D's rows in
+   staging in one transaction (a line a newer batch corrected is kept).
+5. `plan_rebuild`: D, plus every day D's increment moved lines out of (a correction), and
+   the ISO weeks to rebuild: D's when D is a Sunday (or on request), and each complete or
+   already built week a correction touched (`ingestion.pipeline.rebuild_plan`).
+6. `build_sales_mart` (Cosmos): the staging views, the dimensions and `f_sales` for the
+   planned days (`--vars {day: "D1,D2.."}`), each model followed by its tests.
+7. `branch_on_week_end`: when the plan has weeks, `build_retention_mart` (Cosmos) rebuilds
+   `f_customer_retention` for them (`--vars {week_start: Mondays}`); otherwise
+   `no_retention_today`. -> `end`.
 
 **Rebuild a day or a week on demand** (Airflow UI: *Trigger DAG* with params, or
 `airflow dags trigger sales_mart --conf '{"day": "2024-10-06"}'`):
