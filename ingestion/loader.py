@@ -745,16 +745,7 @@ def _replace_period(
         ).format(target=target, columns=column_list, temp=temp),
         (batch_id,),
     )
-    load = TableLoad(
-        table=spec.name,
-        file=item.path,
-        rows_read=item.rows_read,
-        duplicates_dropped=item.duplicates_dropped,
-        rows_loaded=cur.rowcount,
-        rows_replaced=replaced,
-    )
-    _audit(cur, batch_id, spec.name, start_day, end_day, item.path, "loaded", load)
-    return load
+    return _loaded(cur, item, batch_id, start_day, end_day, cur.rowcount, replaced)
 
 
 def _replace_movable(
@@ -830,17 +821,40 @@ def _replace_movable(
             superseded,
             _period_label(start_day, end_day),
         )
-    load = TableLoad(
-        table=spec.name,
-        file=item.path,
-        rows_read=item.rows_read,
-        duplicates_dropped=item.duplicates_dropped,
-        rows_loaded=loaded,
-        rows_replaced=replaced,
+    return _loaded(
+        cur,
+        item,
+        batch_id,
+        start_day,
+        end_day,
+        loaded,
+        replaced,
         rows_superseded=superseded,
         moved_from_days=moved_from_days,
     )
-    _audit(cur, batch_id, spec.name, start_day, end_day, item.path, "loaded", load)
+
+
+def _loaded(
+    cur: Cursor,
+    item: ParsedFile,
+    batch_id: str,
+    start_day: date,
+    end_day: date,
+    rows_loaded: int,
+    rows_replaced: int,
+    **more: Any,
+) -> TableLoad:
+    """The file's :class:`TableLoad`, also written to ``staging.load_audit``."""
+    load = TableLoad(
+        table=item.spec.name,
+        file=item.path,
+        rows_read=item.rows_read,
+        duplicates_dropped=item.duplicates_dropped,
+        rows_loaded=rows_loaded,
+        rows_replaced=rows_replaced,
+        **more,
+    )
+    _audit(cur, batch_id, item.spec.name, start_day, end_day, item.path, "loaded", load)
     return load
 
 

@@ -127,6 +127,15 @@ class History:
         self.batches = 0
         self.built_weeks: set[date] = set()
 
+    @classmethod
+    def new(cls, make_database, use_database, scratch: Path) -> History:
+        """A history on a fresh, migrated database that dbt (the libpq variables) points at."""
+        settings_ = make_database()
+        use_database(settings_)
+        with connection(settings_) as conn:
+            migrate(conn)
+        return cls(settings_, scratch)
+
     def apply(self, step: tuple) -> None:
         kind = step[0]
         with connection(self.settings) as conn:
@@ -184,11 +193,8 @@ class History:
 def test_marts_equal_the_spec_on_the_final_staging_whatever_the_order(
     history: list[tuple], make_database, use_database, tmp_path_factory
 ) -> None:
-    settings_ = make_database()
-    use_database(settings_)
-    with connection(settings_) as conn:
-        migrate(conn)
-    run = History(settings_, tmp_path_factory.mktemp("history"))
+    run = History.new(make_database, use_database, tmp_path_factory.mktemp("history"))
+    settings_ = run.settings
     for step in history:
         run.apply(step)
     if run.batches == 0:
@@ -200,11 +206,8 @@ def test_a_correction_across_weeks_is_rebuilt_in_both_weeks(
     make_database, use_database, tmp_path: Path
 ) -> None:
     """The issue's case: a line of W40 re-dated into W41 leaves W40 and counts in W41."""
-    settings_ = make_database()
-    use_database(settings_)
-    with connection(settings_) as conn:
-        migrate(conn)
-    run = History(settings_, tmp_path)
+    run = History.new(make_database, use_database, tmp_path)
+    settings_ = run.settings
     moved = Line("line-0", 10, 1, 0, 1, 1, 1, Decimal("100.00"), "shipped")
     stays = Line("line-1", 11, 2, 0, 2, 2, 2, Decimal("50.00"), "shipped")
     run.apply(("increment", date(2024, 10, 2), [moved, stays]))
@@ -227,11 +230,8 @@ def test_dimensions_follow_a_correction_that_reassigns_a_line(
     """The issue's case: day 1 names customer 1 "Анна", day 2 "Анна-2"; day 2 is reloaded
     with its line reassigned to customer 2 (another item and city too): customer 1 is
     "Анна" again, exactly as a fresh build from the same staging gives."""
-    settings_ = make_database()
-    use_database(settings_)
-    with connection(settings_) as conn:
-        migrate(conn)
-    run = History(settings_, tmp_path)
+    run = History.new(make_database, use_database, tmp_path)
+    settings_ = run.settings
     first = Line("line-0", 9, 1, 0, 1, 1, 1, Decimal("10.00"), "shipped")
     second = Line("line-1", 9, 1, 1, 1, 1, 1, Decimal("20.00"), "shipped")
     run.apply(("increment", date(2024, 10, 1), [first]))
