@@ -8,7 +8,7 @@ timings are printed for context only and nothing in the test suite asserts on th
   pandas ``read_csv`` + ``drop_duplicates`` + ``to_sql`` load (and the naive psycopg2
   ``executemany``), on one synthetic day of order lines.
 - :mod:`benchmarks.marts`: the per-day ``f_sales`` refill and the per-week retention
-  build on a short (1 week) and a long (9 weeks) history; the ratio long/short shows
+  build on a short (30 days) and a long (730 days) history; the ratio long/short shows
   whether the incremental models really touch only their period.
 - :mod:`benchmarks.dag_parse`: parsing ``dags/sales_mart.py`` into a DagBag against a
   trivial one-task DAG parsed the same way.

@@ -48,7 +48,9 @@ def test_loader_benchmark_table(databases, tmp_path):
 
 @pytest.mark.slow
 def test_marts_benchmark_table(databases, tmp_path):
-    results = marts.run(databases, tmp_path, orders_per_day=50, extra_weeks=1, repetitions=1)
+    results = marts.run(
+        databases, tmp_path, orders_per_day=50, short_days=7, long_days=14, repetitions=1
+    )
     measures = _measures(results, "marts")
     for key in ("f_sales day", "retention week"):
         for suffix in (
@@ -61,6 +63,7 @@ def test_marts_benchmark_table(databases, tmp_path):
             assert f"{key}: {suffix}" in measures
     # 1 week vs 2 weeks of the same 50-a-day source.
     assert "f_sales 350 vs 700 rows" in results[0].detail
+    assert results[0].detail.startswith("7 days")
     assert len(findings_for(results)) == 2
 
 
@@ -95,4 +98,5 @@ class _Args:
     mart_reps = 1
     orders = 1
     mart_orders = 1
-    extra_weeks = 1
+    short_days = 1
+    long_days = 2
