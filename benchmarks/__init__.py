@@ -10,6 +10,8 @@ timings are printed for context only and nothing in the test suite asserts on th
 - :mod:`benchmarks.marts`: the per-day ``f_sales`` refill and the per-week retention
   build on a short (30 days) and a long (730 days) history; the ratio long/short shows
   whether the incremental models really touch only their period.
+- :mod:`benchmarks.scale`: ten million order lines, loaded and built, then the daily
+  build at that scale against a 30-day history.
 - :mod:`benchmarks.dag_parse`: parsing ``dags/sales_mart.py`` into a DagBag against a
   trivial one-task DAG parsed the same way.
 

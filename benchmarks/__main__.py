@@ -23,7 +23,7 @@ from benchmarks import Result, format_table, server_database_factory
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = REPO_ROOT / "docs" / "benchmarks.md"
-ALL = ("loader", "marts", "dag_parse")
+ALL = ("loader", "marts", "dag_parse", "scale")
 
 
 def machine_description(server: dict[str, str]) -> list[tuple[str, str]]:
@@ -85,6 +85,7 @@ def render_markdown(
         f"- loader: {settings.orders:,} distinct order lines in one synthetic day",
         f"- marts: {settings.mart_orders:,} order lines a day; short history"
         f" {settings.short_days} days, long history {settings.long_days} days",
+        f"- scale: {settings.scale_orders:,} order lines a day over 730 days, one report file",
         "",
         "## Results",
         "",
@@ -124,6 +125,13 @@ start-up and project parse (a subprocess per build, the same in both histories);
 "SQL" ratios use `run_results.json` (`execution_time`): the model alone, and all nodes
 of the invocation (models and the tests `dbt build` runs after them). dbt writes its
 target and logs to a temporary folder, not `dbt_project/target`.
+
+**Scale** (`benchmarks/scale.py`; issue row B7). Two years of the synthetic source
+(730 days, about 10,000,000 distinct order lines by default) are streamed into one
+full-report file and loaded with `ingestion.loader.load_report`; one `dbt build` then
+builds every mart from scratch (each timed once). The daily build of the last Wednesday
+(`build_sales_day`) is timed on that database and on one holding only the last 30 days
+of the same source; the ratio full/baseline is row B3's bound at this scale.
 
 **DAG parse** (`benchmarks/dag_parse.py`). Each repetition is a fresh interpreter with
 `AIRFLOW_HOME` in a temporary folder, SQLite, `AIRFLOW__CORE__LOAD_EXAMPLES=False`,
@@ -186,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         "--mart-reps", type=int, default=2, help="marts repetitions (dbt builds are slow)"
     )
     parser.add_argument(
+        "--scale-orders", type=int, default=13_700, help="scale: lines a day (730 days)"
+    )
+    parser.add_argument(
         "--only", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}"
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
@@ -232,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
                 long_days=args.long_days,
                 repetitions=args.mart_reps or args.reps,
             )
+        if "scale" in selected:
+            from benchmarks import scale
+
+            print("running scale benchmark (two years of order lines) ...", flush=True)
+            results += scale.run(databases, workdir, orders_per_day=args.scale_orders)
         if "dag_parse" in selected:
             from benchmarks import dag_parse
 

@@ -12,7 +12,7 @@ from contextlib import nullcontext
 
 import pytest
 
-from benchmarks import Result, dag_parse, format_table, loader, marts
+from benchmarks import Result, dag_parse, format_table, loader, marts, scale
 from benchmarks.__main__ import findings_for, main, render_markdown
 
 
@@ -67,6 +67,23 @@ def test_marts_benchmark_table(databases, tmp_path):
     assert len(findings_for(results)) == 2
 
 
+@pytest.mark.slow
+def test_scale_benchmark_table(databases, tmp_path):
+    results = scale.run(
+        databases, tmp_path, orders_per_day=20, days=10, baseline_days=3, repetitions=1
+    )
+    assert _measures(results, "scale") == [
+        "load_report of the whole history",
+        "load throughput",
+        "full dbt build",
+        "one incremental day, full history",
+        "one incremental day, baseline history",
+        "incremental day: ratio full/baseline, f_sales SQL",
+        "incremental day: ratio full/baseline, wall clock",
+    ]
+    assert results[0].detail == "200 order lines over 10 days"
+
+
 def test_dag_parse_benchmark_table(tmp_path):
     results = dag_parse.run(tmp_path, repetitions=1)
     assert _measures(results, "dag_parse") == [
@@ -100,3 +117,4 @@ class _Args:
     mart_orders = 1
     short_days = 1
     long_days = 2
+    scale_orders = 1
