@@ -129,7 +129,7 @@ class RebuildPlan:
         }
 
 
-def plan_rebuild(
+def plan_periods(
     first_day: date,
     last_day: date,
     changed_days: Iterable[date] = (),
@@ -145,9 +145,9 @@ def plan_rebuild(
     Retention is rebuilt for every week whose Sunday lies in the range, and for the week
     of every changed day when that week is complete (its Sunday is no later than the
     range's end or ``latest_loaded_day``, the last day a batch or a NOT FOUND answer was
-    recorded for) or
-    already published (a Monday in ``published_weeks``): a week the pipeline has moved
-    past never keeps stale rows, and the current week still waits for its Sunday.
+    recorded for) or already published (a Monday in ``published_weeks``): a week the
+    pipeline has moved past never keeps stale rows, and the current week still waits
+    for its Sunday.
     ``also_week_of`` adds that day's week even when incomplete (on request).
     """
     if last_day < first_day:
@@ -174,7 +174,7 @@ def rebuild_plan(
     *,
     also_week_of: date | None = None,
 ) -> RebuildPlan:
-    """:func:`plan_rebuild` with the warehouse's state: the last day loaded, published weeks."""
+    """:func:`plan_periods` with the warehouse's state: the last day loaded, published weeks."""
     changed = sorted(set(changed_days))
     with conn.cursor() as cur:
         cur.execute("select max(end_day) from staging.load_audit")
@@ -189,7 +189,7 @@ def rebuild_plan(
             )
             published = [row[0] for row in cur.fetchall()]
     conn.rollback()  # read only; leave no transaction open for the loader
-    return plan_rebuild(
+    return plan_periods(
         first_day,
         last_day,
         changed,
@@ -234,7 +234,7 @@ def run(
     Load each day's increment (days the report covers come from the report), then
     refill ``f_sales`` for every day of the range and every other day the loads changed
     (the report's days, days a correction moved lines out of), and rebuild retention for
-    every complete ISO week holding one of those days (:func:`plan_rebuild`). Every step
+    every complete ISO week holding one of those days (:func:`rebuild_plan`). Every step
     replaces what it writes and staging keeps the newest batch's version of a line, so
     any range may be run again, in any order, with the same result.
     """
