@@ -357,8 +357,6 @@ _COPY_CONTEXT = re.compile(r"\bline (\d+)(?:, column ([^:]+))?")
 # PostgreSQL cannot read a file whose unquoted line endings change (CRLF here, LF there);
 # the csv module can, so such a file is re-read through it (see _CsvNormalizer).
 _MIXED_LINE_ENDINGS = re.compile(r"(unquoted|literal) (carriage return|newline) found in data")
-# Data exceptions whose context names no column: only the timestamp cast raises them.
-_DATETIME_ERRORS = frozenset({"22007", "22008"})
 _INT_MIN = {"row_number": -(2**63), "int": -(2**31), "bigint": -(2**63)}
 
 
@@ -469,16 +467,19 @@ def _read_header(
     Returns the file's columns (empty for a file with no rows at all: 0 bytes or only
     line breaks) and the number of header lines (0 or 1).
     """
-    first = handle.readline()
-    if first.startswith(_BOM):
-        first = first[len(_BOM) :]
-    if not first.strip(_NEWLINES) and _only_newlines(handle):
+    start = len(_BOM) if handle.read(len(_BOM)) == _BOM else 0
+    handle.seek(start)
+    if _only_newlines(handle):
         return [], 0
     if not spec.has_header:
-        handle.seek(0)
-        if handle.read(len(_BOM)) != _BOM:
-            handle.seek(0)
         return list(spec.columns), 0
+    # The first line ends at the first CR, LF or CRLF, as the csv module sees it.
+    head = handle.read(64 * 1024)
+    ends = [i for i in (head.find(b"\r"), head.find(b"\n")) if i >= 0]
+    end = min(ends) if ends else len(head)
+    after = end + (2 if head[end : end + 2] == b"\r\n" else 1)
+    handle.seek(start + min(after, len(head)))
+    first = head[:end]
     try:
         text = first.decode("utf-8")
     except UnicodeDecodeError:
@@ -486,7 +487,7 @@ def _read_header(
         raise
     if "\x00" in text:
         _raise_encoding_problem(path, bad)
-    header = next(csv.reader([text.rstrip("\r\n")]), [])
+    header = next(csv.reader([text]), [])
     columns = list(spec.columns)
     if header == spec.header(with_optional=True) and spec.optional_column:
         columns.append(spec.optional_column)
@@ -799,37 +800,52 @@ def _copy_problem(
 ) -> BadInputError:
     """The :class:`BadInputError` for a failed COPY: file line, field and reason.
 
-    COPY's context names the record (``line N``: data rows, counted from 1, a quoted
-    line break not counted) and usually the column. The record is found again in the
-    file with the csv module to give the physical line it starts on and the exact
-    value; the reason is the same text the checks have always given.
+    COPY's context names a line (``line N`` of the data it was sent) and usually the
+    column. The record there is read again from the file with the csv module and
+    checked by :func:`_record_problem`, which gives the physical line the record starts
+    on (a quoted line break counts, as it always has) and the reason in the words the
+    loader has always used. Should that record look fine (COPY's line count drifts from
+    the csv module's on line breaks inside quoted fields in rare layouts), the whole
+    file is checked row by row in the same way, streamed: slower, but only on this path.
     """
     if exc.pgcode in ("22021", "22P05"):  # invalid byte sequence, NUL included
         _raise_encoding_problem(staged.path, bad)
-    diag = exc.diag
-    context = _COPY_CONTEXT.search(diag.context or "")
-    pg_reason = (diag.message_primary or str(exc)).strip()
-    if context is None:
-        return bad(None, f"PostgreSQL refused the file: {pg_reason}")
-    located = _record_at_copy_line(staged, int(context[1]), bad)
-    line, fields = located.line, located.fields
+    pg_reason = (exc.diag.message_primary or str(exc)).strip()
+    context = _COPY_CONTEXT.search(exc.diag.context or "")
+    if context is not None:
+        candidate = _record_at_copy_line(staged, int(context[1]), bad)
+        if candidate is not None:
+            reason = _record_problem(staged, candidate, start_day, end_day)
+            if reason is not None:
+                return bad(candidate.line, reason)
+    blank: _Record | None = None
+    for record in _scan_records(staged, bad):
+        if not record.fields:
+            blank = blank or record  # tolerated at the end of the file only
+            continue
+        if blank is not None:
+            return bad(blank.line, "blank line between rows (truncated file?)")
+        reason = _record_problem(staged, record, start_day, end_day)
+        if reason is not None:
+            return bad(record.line, reason)
+    # PostgreSQL refused something the loader's own rules accept: say so, with its words.
+    return bad(None, f"PostgreSQL refused the file: {pg_reason} ({exc.diag.context})")
+
+
+def _record_problem(
+    staged: StagedFile, record: _Record, start_day: date, end_day: date
+) -> str | None:
+    """Why one data record is bad input, or None."""
     width = len(staged.file_columns)
-    if len(fields) != width:
-        if not fields:
-            return bad(line, "blank line between rows (truncated file?)")
-        return bad(line, f"expected {width} fields, found {len(fields)} (truncated or garbled row)")
-    names = [c.name for c in staged.file_columns]
-    column_name = context[2]
-    if exc.pgcode == "23514" and diag.constraint_name:
-        column_name = diag.constraint_name.split("_", 2)[2]
-    elif column_name is None and exc.pgcode in _DATETIME_ERRORS:
-        column_name = staged.spec.date_column
-    if column_name not in names:
-        return bad(line, f"PostgreSQL refused the row: {pg_reason}")
-    column = staged.file_columns[names.index(column_name)]
-    value = fields[names.index(column_name)]
-    reason = _value_problem(column, value, start_day, end_day)
-    return bad(line, reason or f"{column.name} {value!r}: {pg_reason}")
+    if not record.fields:
+        return "blank line between rows (truncated file?)"
+    if len(record.fields) != width:
+        return f"expected {width} fields, found {len(record.fields)} (truncated or garbled row)"
+    for column, value in zip(staged.file_columns, record.fields, strict=True):
+        reason = _value_problem(column, value, start_day, end_day)
+        if reason is not None:
+            return reason
+    return None
 
 
 @dataclass(frozen=True)
@@ -845,31 +861,35 @@ def _scan_records(
 ) -> Iterator[_Record]:
     """The file's data records again, read with the csv module; only on the error path.
 
-    ``line`` counts lines as the csv module does (a quoted line break starts a new
-    line), which is what error messages have always named. ``copy_line`` is how COPY
-    counts within the data it was sent (the header stripped): each record's *last*
-    line, counting the line breaks of the file's kind (LF, or CR for CR-only files)
-    inside quoted fields too.
+    ``line`` counts lines as the csv module does (CR, LF and CRLF each end a line, in a
+    quoted field too), which is what error messages have always named. ``copy_line``
+    follows PostgreSQL's count in the data it was sent (header stripped): one per record
+    plus one per line break inside a quoted field, where a break counts if it holds the
+    character COPY watches: CR until the first record has ended, then LF for LF files and
+    CR for CR and CRLF files (``CopyReadLineText``).
     """
     with staged.path.open(encoding="utf-8-sig", errors="replace", newline="") as text:
-        state = {"breaks": 0, "before_last": 0, "eol": ""}
+        endings: list[str] = []  # line endings of the record being read
 
         def lines() -> Iterator[str]:
-            for number, line in enumerate(text, start=1):
-                if number == staged.header_lines + 1:
-                    state["eol"] = "\r" if line.endswith("\r") else "\n"
-                state["before_last"] = state["breaks"]
-                if number > staged.header_lines and line.endswith(state["eol"] or "\n"):
-                    state["breaks"] += 1
+            for line in text:
+                endings.append(line[len(line.rstrip("\r\n")) :])
                 yield line
 
         reader = csv.reader(lines(), strict=True)
+        watched = "\r"
+        copy_line = 0
         try:
             for _ in range(staged.header_lines):
                 next(reader, None)
+            endings.clear()
             previous_end = reader.line_num
             for number, row in enumerate(reader, start=1):
-                yield _Record(number, previous_end + 1, int(state["before_last"]) + 1, row)
+                copy_line += 1 + sum(watched in ending for ending in endings[:-1])
+                if number == 1 and endings:
+                    watched = "\n" if endings[-1] == "\n" else "\r"
+                endings.clear()
+                yield _Record(number, previous_end + 1, copy_line, row)
                 previous_end = reader.line_num
         except csv.Error as exc:
             raise bad(reader.line_num, f"malformed CSV: {exc}") from None
@@ -890,12 +910,12 @@ def _locate_records(
 
 def _record_at_copy_line(
     staged: StagedFile, copy_line: int, bad: Callable[[int | None, str], BadInputError]
-) -> _Record:
-    """The record COPY's error context named by its ``line N``."""
+) -> _Record | None:
+    """The record COPY's error context names by its ``line N``, if the counts agree."""
     for record in _scan_records(staged, bad):
         if record.copy_line >= copy_line:
             return record
-    raise AssertionError(f"COPY named line {copy_line}, past the end of the file")
+    return None
 
 
 def _raise_encoding_problem(path: Path, bad: Callable[[int | None, str], BadInputError]) -> None:
