@@ -1,24 +1,50 @@
 """Load report API extracts (CSV files) into the ``staging`` schema.
 
 Two entry points, one per kind of batch: :func:`load_increment` for one day and
-:func:`load_report` for the full report's day range. Both work in two phases:
+:func:`load_report` for the full report's day range. Both run in ONE transaction, in two
+phases, and a single commit at the end means any failure leaves staging exactly as it
+was (a rerun of the same batch leaves it identical):
 
-1. **Validate every file before touching the database.** Header, field count, types,
-   ``status`` values and every row's date are checked; the first problem raises
-   :class:`BadInputError` naming the day, the file, the line and the reason. Nothing is
-   dropped silently: the only rows removed are exact repeats of an order line (the source
-   sends each one several times, identical but for the file's row number ``id``); two rows
-   with the same key and different values are bad input, because we could not say which
-   one is true.
-2. **Replace the period in one transaction.** Each file is streamed with ``COPY`` into a
-   temporary table; then that period's rows (and rows elsewhere whose key came back in
-   this batch, i.e. a key that moved days) are deleted, the new rows inserted and one
-   ``staging.load_audit`` row per file written. A single commit at the end means any
-   failure leaves staging exactly as it was, and a rerun of the same batch leaves it
-   identical. Order lines and activity rows record the day of the batch that wrote them
-   (``source_day``): a row from a newer batch (a later increment's correction) is never
-   replaced by an older batch, so the order of loads does not change the result; the
-   days a correction moved lines out of are returned for the marts to rebuild.
+1. **Validate every file before any staging table is touched** (:func:`stage_file`).
+   The header is checked in Python (it picks the variant: with or without ``status``).
+   The rest of the file is streamed from disk, as it is, with ``COPY ... FROM STDIN``
+   into a temporary table whose column types and check constraints encode the rules
+   (:func:`_column_rules`): integers must parse and fit int4/int8, amounts have at most
+   2 decimals, timestamps match ``YYYY-MM-DDTHH:MM:SS`` exactly, fall in the batch's days
+   and in the marts' calendar, ``status`` is shipped/refunded, keys are not empty, the
+   bounds of :class:`Column` hold. PostgreSQL checks while it copies; its error (with its
+   ``line N, column X``) is turned into :class:`BadInputError` naming the day, the file,
+   the physical line and the reason, in the loader's long-standing words
+   (:func:`_copy_problem`). Then exact repeats (rows identical but for the file's row
+   number ``id``; the source sends order lines several times) are folded by one
+   ``group by``, and a key with two different records is refused (:func:`_check_columns`,
+   one query; the error names the line of the first contradicting row, found by the
+   ``_row`` identity column that numbers rows in file order). Nothing is dropped
+   silently: we could not say which of two contradicting rows is true.
+2. **Replace the period.** That period's rows (and rows elsewhere whose key came back in
+   this batch, i.e. a key that moved days) are deleted, the staged rows inserted in index
+   order and one ``staging.load_audit`` row per file written. Order lines and activity
+   rows record the day of the batch that wrote them (``source_day``): a row from a newer
+   batch (a later increment's correction) is never replaced by an older batch, so the
+   order of loads does not change the result; the days a correction moved lines out of
+   are returned for the marts to rebuild.
+
+Memory stays flat whatever the file size: the file goes to COPY in 1 MiB blocks and no
+row is held in Python (de-duplication and checks are SQL on the server). On the error
+path only, the file is read again, streamed, with the ``csv`` module to find the record
+COPY refused, its physical line (a quoted line break counts as a line, as it always has;
+COPY's own count differs there) and the exact value.
+
+Layouts handled as before: a UTF-8 BOM; CRLF, LF or CR line endings, even mixed within a
+file (COPY cannot read mixed endings, so such a file is re-read through the ``csv``
+module: slower, still streamed); quoted fields with commas or line breaks; trailing blank
+lines (a blank line between rows is a truncated file); a quoted empty field, like an
+unquoted one, loads as NULL; a NUL character or invalid UTF-8 is refused with its line.
+Where PostgreSQL's parsers are more lenient than the old Python checks, the value that
+lands is still the same number: an integer with spaces around it or a leading ``+``
+loads; ``50`` and ``50.00`` in two repeats of one line are the same amount (an exact
+repeat, not a conflict); a field with text after its closing quote (``"ab"c``) is read
+as ``abc`` instead of being refused as malformed.
 
 A file given as ``None`` is one the API answered 404 for: a warning names the day and
 the file, and that table's rows for the period are left untouched (an absent file is no
@@ -30,11 +56,6 @@ looks like.
 
 Every value must fit not only staging but also the mart column it feeds (see
 :class:`Column` ``maximum``): a value the loader accepts must never fail the dbt build.
-
-Validation uses the ``csv`` module plus checks on each column's *distinct* values: order
-extracts repeat the same cities, items, amounts and timestamps over and over, so checking
-uniques is much cheaper than checking 200k rows one by one, and ``csv`` gives exact line
-numbers (quoted line breaks included) where pandas would not report short rows at all.
 """
 
 from __future__ import annotations
