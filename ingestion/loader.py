@@ -1,24 +1,50 @@
 """Load report API extracts (CSV files) into the ``staging`` schema.
 
 Two entry points, one per kind of batch: :func:`load_increment` for one day and
-:func:`load_report` for the full report's day range. Both work in two phases:
+:func:`load_report` for the full report's day range. Both run in ONE transaction, in two
+phases, and a single commit at the end means any failure leaves staging exactly as it
+was (a rerun of the same batch leaves it identical):
 
-1. **Validate every file before touching the database.** Header, field count, types,
-   ``status`` values and every row's date are checked; the first problem raises
-   :class:`BadInputError` naming the day, the file, the line and the reason. Nothing is
-   dropped silently: the only rows removed are exact repeats of an order line (the source
-   sends each one several times, identical but for the file's row number ``id``); two rows
-   with the same key and different values are bad input, because we could not say which
-   one is true.
-2. **Replace the period in one transaction.** Each file is streamed with ``COPY`` into a
-   temporary table; then that period's rows (and rows elsewhere whose key came back in
-   this batch, i.e. a key that moved days) are deleted, the new rows inserted and one
-   ``staging.load_audit`` row per file written. A single commit at the end means any
-   failure leaves staging exactly as it was, and a rerun of the same batch leaves it
-   identical. Order lines and activity rows record the day of the batch that wrote them
-   (``source_day``): a row from a newer batch (a later increment's correction) is never
-   replaced by an older batch, so the order of loads does not change the result; the
-   days a correction moved lines out of are returned for the marts to rebuild.
+1. **Validate every file before any staging table is touched** (:func:`stage_file`).
+   The header is checked in Python (it picks the variant: with or without ``status``).
+   The rest of the file is streamed from disk, as it is, with ``COPY ... FROM STDIN``
+   into a temporary table whose column types and check constraints encode the rules
+   (:func:`_column_rules`): integers must parse and fit int4/int8, amounts have at most
+   2 decimals, timestamps match ``YYYY-MM-DDTHH:MM:SS`` exactly, fall in the batch's days
+   and in the marts' calendar, ``status`` is shipped/refunded, keys are not empty, the
+   bounds of :class:`Column` hold. PostgreSQL checks while it copies; its error (with its
+   ``line N, column X``) is turned into :class:`BadInputError` naming the day, the file,
+   the physical line and the reason, in the loader's long-standing words
+   (:func:`_copy_problem`). Then exact repeats (rows identical but for the file's row
+   number ``id``; the source sends order lines several times) are folded by one
+   ``group by``, and a key with two different records is refused (:func:`_check_columns`,
+   one query; the error names the line of the first contradicting row, found by the
+   ``_row`` identity column that numbers rows in file order). Nothing is dropped
+   silently: we could not say which of two contradicting rows is true.
+2. **Replace the period.** That period's rows (and rows elsewhere whose key came back in
+   this batch, i.e. a key that moved days) are deleted, the staged rows inserted in index
+   order and one ``staging.load_audit`` row per file written. Order lines and activity
+   rows record the day of the batch that wrote them (``source_day``): a row from a newer
+   batch (a later increment's correction) is never replaced by an older batch, so the
+   order of loads does not change the result; the days a correction moved lines out of
+   are returned for the marts to rebuild.
+
+Memory stays flat whatever the file size: the file goes to COPY in 1 MiB blocks and no
+row is held in Python (de-duplication and checks are SQL on the server). On the error
+path only, the file is read again, streamed, with the ``csv`` module to find the record
+COPY refused, its physical line (a quoted line break counts as a line, as it always has;
+COPY's own count differs there) and the exact value.
+
+Layouts handled as before: a UTF-8 BOM; CRLF, LF or CR line endings, even mixed within a
+file (COPY cannot read mixed endings, so such a file is re-read through the ``csv``
+module: slower, still streamed); quoted fields with commas or line breaks; trailing blank
+lines (a blank line between rows is a truncated file); a quoted empty field, like an
+unquoted one, loads as NULL; a NUL character or invalid UTF-8 is refused with its line.
+Where PostgreSQL's parsers are more lenient than the old Python checks, the value that
+lands is still the same number: an integer with spaces around it or a leading ``+``
+loads; ``50`` and ``50.00`` in two repeats of one line are the same amount (an exact
+repeat, not a conflict); a field with text after its closing quote (``"ab"c``) is read
+as ``abc`` instead of being refused as malformed.
 
 A file given as ``None`` is one the API answered 404 for: a warning names the day and
 the file, and that table's rows for the period are left untouched (an absent file is no
@@ -30,11 +56,6 @@ looks like.
 
 Every value must fit not only staging but also the mart column it feeds (see
 :class:`Column` ``maximum``): a value the loader accepts must never fail the dbt build.
-
-Validation uses the ``csv`` module plus checks on each column's *distinct* values: order
-extracts repeat the same cities, items, amounts and timestamps over and over, so checking
-uniques is much cheaper than checking 200k rows one by one, and ``csv`` gives exact line
-numbers (quoted line breaks included) where pandas would not report short rows at all.
 """
 
 from __future__ import annotations
@@ -43,14 +64,14 @@ import csv
 import io
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 from psycopg2.extensions import connection as Connection
@@ -66,7 +87,6 @@ DEFAULT_STATUS = "shipped"
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
 _INTEGER = re.compile(r"-?\d{1,19}")
-_INTEGER_LINES = re.compile(r"(?:-?\d{1,19}\n)*-?\d{1,19}")
 _AMOUNT = re.compile(r"-?\d{1,12}(?:\.\d{1,2})?")
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
 _INT4_MAX = 2**31 - 1
@@ -346,34 +366,68 @@ def record_not_found(conn: Connection, day: date, report_id: str) -> None:
     conn.commit()
 
 
-# --- validation -----------------------------------------------------------------------
+# --- validation: COPY into a checked temporary table ----------------------------------
+
+#: Bytes handed to COPY per read: large enough that Python's share is negligible, small
+#: enough that memory stays flat whatever the file size.
+COPY_CHUNK_BYTES = 1 << 20
+_BOM = b"\xef\xbb\xbf"
+_NEWLINES = b"\r\n"
+# COPY's error context: 'COPY incoming_user_order_log, line 5, column quantity: "x"'.
+_COPY_CONTEXT = re.compile(r"\bline (\d+)(?:, column ([^:]+))?")
+# PostgreSQL cannot read a file whose unquoted line endings change (CRLF here, LF there);
+# the csv module can, so such a file is re-read through it (see _CsvNormalizer).
+_MIXED_LINE_ENDINGS = re.compile(r"(unquoted|literal) (carriage return|newline) found in data")
+_INT_MIN = {"row_number": -(2**63), "int": -(2**31), "bigint": -(2**63)}
 
 
 @dataclass
-class ParsedFile:
-    """A validated, de-duplicated file, ready to stream to COPY."""
+class StagedFile:
+    """A file COPYed into a checked temporary table, one row per distinct record.
+
+    ``table`` (a temporary table, dropped at commit) has the file's columns minus the
+    row number ``id``, as text for timestamps and typed otherwise, plus ``_row``: the
+    1-based number of the record in the file's data rows where it first appears.
+    """
 
     spec: TableSpec
     path: Path
     rows_read: int
-    records: list[tuple[str, ...]]  # staging_columns() order, one per distinct key
+    rows_distinct: int
+    table: str
+    # The file's columns in file order (the optional column included when present).
+    file_columns: tuple[Column, ...]
+    header_lines: int
 
     @property
     def duplicates_dropped(self) -> int:
-        return self.rows_read - len(self.records)
+        return self.rows_read - self.rows_distinct
+
+    def row_columns(self) -> list[Column]:
+        """The columns of ``table`` (all but the row number), optional column included."""
+        names = [c for c in self.file_columns if c.kind != "row_number"]
+        if self.spec.optional_column is not None and self.spec.optional_column not in names:
+            names.append(self.spec.optional_column)
+        return names
 
 
-def parse_file(spec: TableSpec, path: Path, start_day: date, end_day: date) -> ParsedFile:
-    """Read and validate one source file; raise :class:`BadInputError` on the first problem.
+def stage_file(
+    cur: Cursor, spec: TableSpec, path: Path, start_day: date, end_day: date
+) -> StagedFile:
+    """Validate one file by COPYing it into a checked temporary table; de-duplicate it.
 
-    Any other exception while reading the file is a loader bug, but it still reaches the
+    Raises :class:`BadInputError` on the first problem, naming the day, the file, the
+    line and the reason. The caller's transaction is then aborted: roll it back.
+
+    Any other exception while checking the file is a loader bug, but it still reaches the
     user as a :class:`BadInputError` naming the day and the file (the original exception
     is chained for the traceback): a bare message such as ``zip() argument 2 is shorter
-    than argument 1`` would not say which of a batch's files to look at.
+    than argument 1`` would not say which of a batch's files to look at. Connection
+    failures are not bad input and pass through unchanged.
     """
     try:
-        return _parse_file(spec, path, start_day, end_day)
-    except BadInputError:
+        return _stage_file(cur, spec, path, start_day, end_day)
+    except (BadInputError, psycopg2.OperationalError, psycopg2.InterfaceError):
         raise
     except Exception as exc:
         raise BadInputError(
@@ -385,152 +439,523 @@ def parse_file(spec: TableSpec, path: Path, start_day: date, end_day: date) -> P
         ) from exc
 
 
-def _parse_file(spec: TableSpec, path: Path, start_day: date, end_day: date) -> ParsedFile:
+def _stage_file(
+    cur: Cursor, spec: TableSpec, path: Path, start_day: date, end_day: date
+) -> StagedFile:
     period = _period_label(start_day, end_day)
 
     def bad(line: int | None, reason: str) -> BadInputError:
         return BadInputError(period, path, line, reason)
 
     try:
-        raw = path.read_bytes()
+        handle = path.open("rb")
     except FileNotFoundError:
         raise bad(None, "file does not exist") from None
     except OSError as exc:
         raise bad(None, f"file cannot be read: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise bad(raw[: exc.start].count(b"\n") + 1, "not valid UTF-8") from None
-
-    if not text.strip("\r\n"):
-        # No rows for the period (SPEC): a 0-byte file means zero rows, as a header-only
-        # file does; only the header-less price_log is expected to look like this.
-        if spec.has_header:
-            log.warning(
-                "%s: %s is empty (%d bytes, no header): read as zero %s rows for %s",
-                period,
-                path,
-                len(raw),
-                spec.name,
-                period,
-            )
-        return ParsedFile(spec=spec, path=path, rows_read=0, records=[])
-
-    if "\x00" in text:
-        # PostgreSQL text cannot hold NUL; say where it is rather than fail inside COPY.
-        raise bad(text.count("\n", 0, text.index("\x00")) + 1, "contains a NUL character")
-
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    columns = list(spec.columns)
-    try:
-        if spec.has_header:
-            header = next(reader, None)
-            if header is None:
-                raise bad(1, "file is empty (expected a header row)")
-            if header == spec.header(with_optional=True) and spec.optional_column:
-                columns.append(spec.optional_column)
-            elif header != spec.header(with_optional=False):
-                expected = ",".join(spec.header(with_optional=False))
-                if spec.optional_column:
-                    expected += f"[,{spec.optional_column.name}]"
-                raise bad(1, f"header is {','.join(header)!r}, expected {expected!r}")
-        rows, line_of = _read_rows(reader, text, len(columns), bad)
-    except csv.Error as exc:
-        raise bad(reader.line_num, f"malformed CSV: {exc}") from None
-
-    _check_columns(rows, line_of, columns, start_day, end_day, bad)
-
-    keep = [i for i, column in enumerate(columns) if column.kind != "row_number"]
-    names = [columns[i].name for i in keep]
-    key_positions = [names.index(name) for name in spec.key]
-    records = _distinct_records(rows, line_of, keep, names, key_positions, bad)
-    if spec.optional_column is not None and len(columns) == len(spec.columns):
-        # Older extract without the optional column: every row means the default.
-        records = [(*record, spec.optional_default or "") for record in records]
-    if spec.date_column is None:
-        records = [(end_day.isoformat(), *record) for record in records]
-    return ParsedFile(spec=spec, path=path, rows_read=len(rows), records=records)
+    with handle:
+        columns, header_lines = _read_header(spec, path, handle, bad)
+        staged = _create_incoming(cur, spec, path, columns, header_lines, start_day, end_day)
+        if columns:
+            staged.rows_read = _copy_rows(cur, staged, handle, start_day, end_day, bad)
+        else:
+            # No rows for the period (SPEC): a 0-byte file means zero rows, as a
+            # header-only file does; only the header-less price_log is expected to look
+            # like this.
+            if spec.has_header:
+                log.warning(
+                    "%s: %s is empty (%d bytes, no header): read as zero %s rows for %s",
+                    period,
+                    path,
+                    path.stat().st_size,
+                    spec.name,
+                    period,
+                )
+            staged.file_columns = tuple(spec.columns)
+    _distinct_records(cur, staged)
+    _check_columns(cur, staged, start_day, end_day, bad)
+    return staged
 
 
-def _read_rows(
-    reader: Any,
-    text: str,
-    width: int,
+def _read_header(
+    spec: TableSpec,
+    path: Path,
+    handle: BinaryIO,
     bad: Callable[[int | None, str], BadInputError],
-) -> tuple[list[list[str]], Callable[[int], int]]:
-    """All data rows, and a function from row index to the line the row starts on.
+) -> tuple[list[Column], int]:
+    """Check the header; leave ``handle`` at the first data row.
 
-    Wrong field counts are bad input. Blank lines are tolerated only at the end of the
-    file (a trailing newline or two); a blank line between rows is a truncated row.
-    ``reader`` is a csv reader (its type is private to ``_csv``).
-
-    Fast path: without quotes or lone carriage returns every row is exactly one line, so
-    ``list(reader)`` (C speed) suffices and a row's line is arithmetic. Otherwise rows are
-    read one by one, tracking ``reader.line_num`` so quoted line breaks keep lines exact.
+    Returns the file's columns (empty for a file with no rows at all: 0 bytes or only
+    line breaks) and the number of header lines (0 or 1).
     """
-    first_line = reader.line_num + 1
-    if '"' not in text and text.count("\r") == text.count("\r\n"):
-        rows: list[list[str]] = list(reader)
-        starts: list[int] | None = None
-    else:
-        rows, starts = [], []
-        previous_end = reader.line_num
-        for row in reader:
-            rows.append(row)
-            starts.append(previous_end + 1)
-            previous_end = reader.line_num
+    start = len(_BOM) if handle.read(len(_BOM)) == _BOM else 0
+    handle.seek(start)
+    if _only_newlines(handle):
+        return [], 0
+    if not spec.has_header:
+        return list(spec.columns), 0
+    # The first line ends at the first CR, LF or CRLF, as the csv module sees it.
+    head = handle.read(64 * 1024)
+    ends = [i for i in (head.find(b"\r"), head.find(b"\n")) if i >= 0]
+    end = min(ends) if ends else len(head)
+    after = end + (2 if head[end : end + 2] == b"\r\n" else 1)
+    handle.seek(start + min(after, len(head)))
+    first = head[:end]
+    try:
+        text = first.decode("utf-8")
+    except UnicodeDecodeError:
+        _raise_encoding_problem(path, bad)
+        raise
+    if "\x00" in text:
+        _raise_encoding_problem(path, bad)
+    header = next(csv.reader([text]), [])
+    columns = list(spec.columns)
+    if header == spec.header(with_optional=True) and spec.optional_column:
+        columns.append(spec.optional_column)
+    elif header != spec.header(with_optional=False):
+        expected = ",".join(spec.header(with_optional=False))
+        if spec.optional_column:
+            expected += f"[,{spec.optional_column.name}]"
+        raise bad(1, f"header is {','.join(header)!r}, expected {expected!r}")
+    return columns, 1
 
-    def line_of(index: int) -> int:
-        return first_line + index if starts is None else starts[index]
 
-    while rows and not rows[-1]:
-        rows.pop()
-    widths = set(map(len, rows))
-    if widths - {width}:
-        index = next(i for i, row in enumerate(rows) if len(row) != width)
-        if not rows[index]:
-            raise bad(line_of(index), "blank line between rows (truncated file?)")
-        raise bad(
-            line_of(index),
-            f"expected {width} fields, found {len(rows[index])} (truncated or garbled row)",
+def _only_newlines(handle: BinaryIO) -> bool:
+    """Whether the rest of ``handle`` is line breaks only; rewinds to where it was."""
+    position = handle.tell()
+    try:
+        while chunk := handle.read(COPY_CHUNK_BYTES):
+            if chunk.strip(_NEWLINES):
+                return False
+        return True
+    finally:
+        handle.seek(position)
+
+
+def _create_incoming(
+    cur: Cursor,
+    spec: TableSpec,
+    path: Path,
+    columns: list[Column],
+    header_lines: int,
+    start_day: date,
+    end_day: date,
+) -> StagedFile:
+    """The temporary table the file is COPYed into; its constraints encode the rules.
+
+    Constraint names start with the column's position in the file, so PostgreSQL (which
+    checks a row's constraints in name order) reports a row's first bad field first.
+    """
+    staged = StagedFile(
+        spec=spec,
+        path=path,
+        rows_read=0,
+        rows_distinct=0,
+        table=f"distinct_{spec.name}",
+        file_columns=tuple(columns),
+        header_lines=header_lines,
+    )
+    definitions = [sql.SQL("_row bigint generated always as identity")]
+    all_columns = list(spec.columns)
+    if spec.optional_column is not None:
+        all_columns.append(spec.optional_column)
+    for position, column in enumerate(all_columns, start=1):
+        type_name, checks = _column_rules(column, start_day, end_day)
+        definition = sql.SQL("{} {}").format(sql.Identifier(column.name), sql.SQL(type_name))
+        if column is spec.optional_column and spec.optional_default is not None:
+            definition += sql.SQL(" default {}").format(sql.Literal(spec.optional_default))
+        for number, check in enumerate(checks, start=1):
+            definition += sql.SQL(" constraint {} check (({}) is true)").format(
+                sql.Identifier(f"c{position:02d}_{number}_{column.name}"), check
+            )
+        definitions.append(definition)
+    cur.execute(
+        sql.SQL("create temporary table {} ({}) on commit drop").format(
+            sql.Identifier(f"incoming_{spec.name}"), sql.SQL(", ").join(definitions)
         )
-    return rows, line_of
+    )
+    return staged
+
+
+def _column_rules(column: Column, start_day: date, end_day: date) -> tuple[str, list[sql.SQL]]:
+    """The temporary column's type and its checks, in the order they are reported.
+
+    Integers and amounts are parsed by PostgreSQL's own types (an unparsable value or an
+    integer out of the type's range fails COPY, with line and column); timestamps stay
+    text so that only the source's exact format ``YYYY-MM-DDTHH:MM:SS`` passes. The
+    reasons in error messages come from :func:`_value_problem` on the file's value, so
+    they read the same whichever check caught the value.
+    """
+    name = sql.Identifier(column.name)
+
+    def check(template: str, *args: object) -> sql.SQL:
+        return sql.SQL(template).format(name, *(sql.Literal(a) for a in args))
+
+    checks: list[sql.SQL] = []
+    kind = column.kind
+    if kind == "text":
+        return "text", checks
+    if kind == "key":
+        return "text", [check("btrim({}, E' \\t\\n\\r\\f\\v') <> ''")]
+    if kind == "status":
+        return "text", [check("{} in ('shipped', 'refunded')")]
+    if kind == "timestamp":
+        bounds = [
+            (start_day, end_day + timedelta(days=1)),
+            (CALENDAR_START, CALENDAR_END + timedelta(days=1)),
+        ]
+        checks = [
+            # digits and separators where the format wants them (any value, NULL included)
+            check("translate({}, '0123456789', '9999999999') = '9999-99-99T99:99:99'"),
+            # a real moment: PostgreSQL would also take 24:00:00 and a 60th second
+            check(
+                "substr({0}, 12, 2) < '24' and substr({0}, 18, 2) < '60'"
+                " and {0}::timestamp is not null"
+            ),
+            *(
+                check(
+                    '{0} collate "C" >= {1} and {0} collate "C" < {2}',
+                    f"{low.isoformat()}T00:00:00",
+                    f"{high.isoformat()}T00:00:00",
+                )
+                for low, high in bounds
+            ),
+        ]
+        return "text", checks
+    if kind in ("row_number", "int", "bigint"):
+        type_name = "integer" if kind == "int" else "bigint"
+        # the type refuses everything beyond its range but its most negative value
+        checks = [check("{} > {}", _INT_MIN[kind])]
+    elif kind == "amount":
+        type_name = "numeric"
+        checks = [check("scale({0}) <= 2 and abs({0}) < 1000000000000")]
+    else:
+        raise AssertionError(f"unknown column kind {kind!r}")
+    if column.minimum is not None:
+        checks.append(check("{} >= {}", column.minimum))
+    if column.maximum is not None:
+        checks.append(check("{} <= {}", column.maximum))
+    return type_name, checks
+
+
+def _copy_rows(
+    cur: Cursor,
+    staged: StagedFile,
+    handle: BinaryIO,
+    start_day: date,
+    end_day: date,
+    bad: Callable[[int | None, str], BadInputError],
+) -> int:
+    """COPY the data rows from ``handle`` (after the header) into the incoming table.
+
+    Returns the number of rows read. The file is streamed as it is, in
+    :data:`COPY_CHUNK_BYTES` blocks; only trailing line breaks are held back (a file may
+    end with blank lines). A file whose line endings change mid-file, which COPY cannot
+    read, is re-read through the csv module instead (slower, still streamed).
+    """
+    names = [column.name for column in staged.file_columns]
+    column_list = sql.SQL(", ").join(sql.Identifier(n) for n in names)
+    statement = (
+        sql.SQL("copy {} ({}) from stdin with (format csv, encoding 'UTF8', force_null ({}))")
+        .format(sql.Identifier(f"incoming_{staged.spec.name}"), column_list, column_list)
+        .as_string(cur)
+    )
+    cur.execute("savepoint copy_file")
+    try:
+        cur.copy_expert(statement, _DataRows(handle), size=COPY_CHUNK_BYTES)
+    except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+        if exc.pgcode == "22P04" and _MIXED_LINE_ENDINGS.search(str(exc)):
+            cur.execute("rollback to savepoint copy_file")
+            _raise_encoding_problem(staged.path, bad)
+            try:
+                with _CsvNormalizer(staged.path, staged.header_lines) as rows:
+                    cur.copy_expert(statement, rows, size=COPY_CHUNK_BYTES)
+            except (psycopg2.DataError, psycopg2.IntegrityError) as again:
+                raise _copy_problem(again, staged, start_day, end_day, bad) from None
+        else:
+            raise _copy_problem(exc, staged, start_day, end_day, bad) from None
+    rows = cur.rowcount
+    cur.execute("release savepoint copy_file")
+    return rows
+
+
+class _DataRows:
+    """A file's bytes for COPY, minus trailing line breaks (blank lines at the end)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self._held = b""
+
+    def read(self, size: int = COPY_CHUNK_BYTES) -> bytes:
+        while chunk := self._handle.read(size):
+            data = self._held + chunk
+            body = data.rstrip(_NEWLINES)
+            self._held = data[len(body) :]
+            if body:
+                return body
+        return b""  # what is still held is the file's trailing line breaks
+
+
+class _CsvNormalizer:
+    """A file's data rows re-written by the csv module with LF line endings, for COPY.
+
+    Only for files PostgreSQL cannot read as they are (line endings that change within
+    the file). Streams: a few thousand rows at a time. Trailing blank lines are dropped;
+    quoted empty fields and unquoted ones both reach COPY as empty (NULL), as in the
+    direct path (``force_null``).
+    """
+
+    def __init__(self, path: Path, header_lines: int) -> None:
+        self._text = path.open(encoding="utf-8-sig", newline="")
+        self._reader = csv.reader(self._text, strict=True)
+        for _ in range(header_lines):
+            next(self._reader, None)
+        self._buffer = io.StringIO()
+        self._writer = csv.writer(self._buffer, lineterminator="\n")
+        self._blank_rows = 0
+
+    def __enter__(self) -> _CsvNormalizer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._text.close()
+
+    def read(self, size: int = COPY_CHUNK_BYTES) -> bytes:
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        for row in self._reader:
+            if not row:
+                self._blank_rows += 1
+                continue
+            self._buffer.write("\n" * self._blank_rows)
+            self._blank_rows = 0
+            self._writer.writerow(row)
+            if self._buffer.tell() >= size:
+                break
+        return self._buffer.getvalue().encode("utf-8")
+
+
+def _distinct_records(cur: Cursor, staged: StagedFile) -> None:
+    """Fold exact repeats (rows identical but for ``id``) into the staged table."""
+    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in staged.row_columns())
+    cur.execute(
+        sql.SQL(
+            "create temporary table {distinct} on commit drop as"
+            " select {names}, min(_row) as _row from {incoming} group by {names}"
+        ).format(
+            distinct=sql.Identifier(staged.table),
+            names=names,
+            incoming=sql.Identifier(f"incoming_{staged.spec.name}"),
+        )
+    )
+    staged.rows_distinct = cur.rowcount
+    cur.execute(sql.SQL("analyze {}").format(sql.Identifier(staged.table)))
 
 
 def _check_columns(
-    rows: list[list[str]],
-    line_of: Callable[[int], int],
-    columns: Sequence[Column],
+    cur: Cursor,
+    staged: StagedFile,
     start_day: date,
     end_day: date,
     bad: Callable[[int | None, str], BadInputError],
 ) -> None:
-    """Check every column's distinct values; report the earliest bad line in the file."""
-    if not rows:
-        return  # a header-only file: zero rows for the period
-    first_problem: tuple[int, str] | None = None
-    for column, values in zip(columns, zip(*rows, strict=True), strict=True):
-        # Cheap whole-column checks first, for the columns whose values are all distinct
-        # (one Python call per value would dominate the load of a 200k-row day).
-        if column.kind == "text":
-            continue  # anything goes; NUL characters were rejected for the whole file
-        if column.kind == "key" and all(values):
-            continue
-        if column.kind == "row_number" and _INTEGER_LINES.fullmatch("\n".join(values)):
-            continue
-        problems: dict[str, str] = {}
-        for value in set(values):
-            reason = _value_problem(column, value, start_day, end_day)
+    """Set-based checks over the whole file, after COPY checked each value.
+
+    A key may repeat only as an exact repeat: two distinct records with one key are
+    refused, naming the line of the first row that contradicts an earlier one.
+    """
+    spec = staged.spec
+    table = sql.Identifier(staged.table)
+    key = sql.SQL(", ").join(sql.Identifier(k) for k in spec.key)
+    cur.execute(
+        sql.SQL("select 1 from {} group by {} having count(*) > 1 limit 1").format(table, key)
+    )
+    if cur.fetchone() is None:
+        return
+    # Per key, records in order of first appearance: the second one's first row is
+    # where the file first contradicts itself for that key.
+    cur.execute(
+        sql.SQL(
+            "with ranked as (select *, row_number() over (partition by {key} order by _row)"
+            " as rank from {table})"
+            " select second._row, first._row from ranked as second join ranked as first"
+            " using ({key}) where second.rank = 2 and first.rank = 1"
+            " order by second._row limit 1"
+        ).format(key=key, table=table)
+    )
+    row, kept_row = cur.fetchone()
+    found = _locate_records(staged, {row, kept_row}, bad)
+    line, record = found[row].line, found[row].fields
+    kept = found[kept_row].fields
+    names = [c.name for c in staged.file_columns]
+    columns = [c for c in staged.row_columns() if c.name in names]
+    cur.execute(
+        sql.SQL("select {} from {} where _row in (%s, %s) order by _row").format(
+            sql.SQL(", ").join(sql.Identifier(c.name) for c in columns), table
+        ),
+        (kept_row, row),
+    )
+    typed_kept, typed_row = cur.fetchall()
+    differing = next(
+        (c for c, a, b in zip(columns, typed_kept, typed_row, strict=True) if a != b), None
+    )
+    assert differing is not None, "a key conflict was detected but not located"
+    position = names.index(differing.name)
+    key_text = ",".join(record[names.index(k)] for k in spec.key)
+    raise bad(
+        line,
+        f"key {key_text} repeats an earlier row with a different {differing.name}"
+        f" ({kept[position]!r} vs {record[position]!r})",
+    )
+
+
+# --- translating PostgreSQL's COPY errors ---------------------------------------------
+
+
+def _copy_problem(
+    exc: psycopg2.Error,
+    staged: StagedFile,
+    start_day: date,
+    end_day: date,
+    bad: Callable[[int | None, str], BadInputError],
+) -> BadInputError:
+    """The :class:`BadInputError` for a failed COPY: file line, field and reason.
+
+    COPY's context names a line (``line N`` of the data it was sent) and usually the
+    column. The record there is read again from the file with the csv module and
+    checked by :func:`_record_problem`, which gives the physical line the record starts
+    on (a quoted line break counts, as it always has) and the reason in the words the
+    loader has always used. Should that record look fine (COPY's line count drifts from
+    the csv module's on line breaks inside quoted fields in rare layouts), the whole
+    file is checked row by row in the same way, streamed: slower, but only on this path.
+    """
+    if exc.pgcode in ("22021", "22P05"):  # invalid byte sequence, NUL included
+        _raise_encoding_problem(staged.path, bad)
+    pg_reason = (exc.diag.message_primary or str(exc)).strip()
+    context = _COPY_CONTEXT.search(exc.diag.context or "")
+    if context is not None:
+        candidate = _record_at_copy_line(staged, int(context[1]), bad)
+        if candidate is not None:
+            reason = _record_problem(staged, candidate, start_day, end_day)
             if reason is not None:
-                problems[value] = reason
-        if not problems:
+                return bad(candidate.line, reason)
+    blank: _Record | None = None
+    for record in _scan_records(staged, bad):
+        if not record.fields:
+            blank = blank or record  # tolerated at the end of the file only
             continue
-        index = next(i for i, value in enumerate(values) if value in problems)
-        if first_problem is None or index < first_problem[0]:
-            first_problem = (index, problems[values[index]])
-    if first_problem is not None:
-        index, reason = first_problem
-        raise bad(line_of(index), reason)
+        if blank is not None:
+            return bad(blank.line, "blank line between rows (truncated file?)")
+        reason = _record_problem(staged, record, start_day, end_day)
+        if reason is not None:
+            return bad(record.line, reason)
+    # PostgreSQL refused something the loader's own rules accept: say so, with its words.
+    return bad(None, f"PostgreSQL refused the file: {pg_reason} ({exc.diag.context})")
+
+
+def _record_problem(
+    staged: StagedFile, record: _Record, start_day: date, end_day: date
+) -> str | None:
+    """Why one data record is bad input, or None."""
+    width = len(staged.file_columns)
+    if not record.fields:
+        return "blank line between rows (truncated file?)"
+    if len(record.fields) != width:
+        return f"expected {width} fields, found {len(record.fields)} (truncated or garbled row)"
+    for column, value in zip(staged.file_columns, record.fields, strict=True):
+        reason = _value_problem(column, value, start_day, end_day)
+        if reason is not None:
+            return reason
+    return None
+
+
+@dataclass(frozen=True)
+class _Record:
+    number: int  # 1-based among the data rows (the staged table's ``_row``)
+    line: int  # the physical line the record starts on (1 = the file's first line)
+    copy_line: int  # the line COPY names for it (see _scan_records)
+    fields: list[str]
+
+
+def _scan_records(
+    staged: StagedFile, bad: Callable[[int | None, str], BadInputError]
+) -> Iterator[_Record]:
+    """The file's data records again, read with the csv module; only on the error path.
+
+    ``line`` counts lines as the csv module does (CR, LF and CRLF each end a line, in a
+    quoted field too), which is what error messages have always named. ``copy_line``
+    follows PostgreSQL's count in the data it was sent (header stripped): one per record
+    plus one per line break inside a quoted field, where a break counts if it holds the
+    character COPY watches: CR until the first record has ended, then LF for LF files and
+    CR for CR and CRLF files (``CopyReadLineText``).
+    """
+    with staged.path.open(encoding="utf-8-sig", errors="replace", newline="") as text:
+        endings: list[str] = []  # line endings of the record being read
+
+        def lines() -> Iterator[str]:
+            for line in text:
+                endings.append(line[len(line.rstrip("\r\n")) :])
+                yield line
+
+        reader = csv.reader(lines(), strict=True)
+        watched = "\r"
+        copy_line = 0
+        try:
+            for _ in range(staged.header_lines):
+                next(reader, None)
+            endings.clear()
+            previous_end = reader.line_num
+            for number, row in enumerate(reader, start=1):
+                copy_line += 1 + sum(watched in ending for ending in endings[:-1])
+                if number == 1 and endings:
+                    watched = "\n" if endings[-1] == "\n" else "\r"
+                endings.clear()
+                yield _Record(number, previous_end + 1, copy_line, row)
+                previous_end = reader.line_num
+        except csv.Error as exc:
+            raise bad(reader.line_num, f"malformed CSV: {exc}") from None
+
+
+def _locate_records(
+    staged: StagedFile, records: set[int], bad: Callable[[int | None, str], BadInputError]
+) -> dict[int, _Record]:
+    """The data records numbered ``records`` (the staged table's ``_row`` values)."""
+    found: dict[int, _Record] = {}
+    for record in _scan_records(staged, bad):
+        if record.number in records:
+            found[record.number] = record
+            if len(found) == len(records):
+                return found
+    raise AssertionError(f"records {sorted(records - set(found))} not found in the file")
+
+
+def _record_at_copy_line(
+    staged: StagedFile, copy_line: int, bad: Callable[[int | None, str], BadInputError]
+) -> _Record | None:
+    """The record COPY's error context names by its ``line N``, if the counts agree."""
+    for record in _scan_records(staged, bad):
+        if record.copy_line >= copy_line:
+            return record
+    return None
+
+
+def _raise_encoding_problem(path: Path, bad: Callable[[int | None, str], BadInputError]) -> None:
+    """Raise the file's first encoding problem, if it has one: invalid UTF-8 anywhere
+    first, then the first NUL character (PostgreSQL text cannot hold NUL). Streamed."""
+    nul_line: int | None = None
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise bad(number, "not valid UTF-8") from None
+            if nul_line is None and b"\x00" in raw:
+                nul_line = number
+    if nul_line is not None:
+        raise bad(nul_line, "contains a NUL character")
+
+
+# --- value rules (the reasons error messages give) ----------------------------------
 
 
 def _value_problem(column: Column, value: str, start_day: date, end_day: date) -> str | None:
@@ -582,41 +1007,6 @@ def _bound_problem(column: Column, value: str, number: int | Decimal) -> str | N
     return None
 
 
-def _distinct_records(
-    rows: list[list[str]],
-    line_of: Callable[[int], int],
-    keep: list[int],
-    names: list[str],
-    key_positions: list[int],
-    bad: Callable[[int | None, str], BadInputError],
-) -> list[tuple[str, ...]]:
-    """One record per key; repeats must be identical apart from the dropped columns.
-
-    Exact repeats are removed by ``dict.fromkeys`` (C speed, first occurrence kept, file
-    order preserved); only when two distinct records share a key does the slow path run,
-    to name the line of the conflicting repeat.
-    """
-    project = itemgetter(*keep) if len(keep) > 1 else (lambda row: (row[keep[0]],))
-    records: list[tuple[str, ...]] = list(dict.fromkeys(map(project, rows)))
-    key_of = itemgetter(*key_positions) if len(key_positions) > 1 else itemgetter(key_positions[0])
-    if len(set(map(key_of, records))) == len(records):
-        return records
-    first_seen: dict[object, tuple[str, ...]] = {}
-    for index, row in enumerate(rows):
-        record = project(row)
-        kept = first_seen.setdefault(key_of(record), record)
-        if kept != record:
-            column = next(n for n, a, b in zip(names, kept, record, strict=True) if a != b)
-            position = names.index(column)
-            key = ",".join(record[i] for i in key_positions)
-            raise bad(
-                line_of(index),
-                f"key {key} repeats an earlier row with a different {column}"
-                f" ({kept[position]!r} vs {record[position]!r})",
-            )
-    raise AssertionError("a key conflict was detected but not located")
-
-
 # --- loading --------------------------------------------------------------------------
 
 
@@ -640,15 +1030,6 @@ def _load(
         raise RuntimeError("load needs a connection with no open transaction")
 
     period = _period_label(start_day, end_day)
-    parsed: list[ParsedFile] = []
-    missing: list[str] = []
-    for name in TABLES:
-        path = files.get(name)
-        if path is None:
-            missing.append(name)
-            continue
-        parsed.append(parse_file(SPECS[name], Path(path), start_day, end_day))
-
     summary = LoadSummary(batch_id=batch_id, start_day=start_day, end_day=end_day)
     conn.autocommit = False
     try:
@@ -659,15 +1040,27 @@ def _load(
                 raise RuntimeError(
                     "staging schema is not migrated: run `python -m ingestion migrate` first"
                 )
-            # Serialise loads of the same tables (readers are not blocked): two loads of
-            # one day at once would otherwise collide on the keys they both insert.
-            for item in parsed:
+            # Phase 1: every file is COPYed into its checked temporary table before any
+            # staging table is touched; the first bad file aborts the transaction.
+            # Server memory for the de-duplication's hash, not this process's.
+            cur.execute("set local work_mem = '256MB'")
+            staged: list[StagedFile] = []
+            missing: list[str] = []
+            for name in TABLES:
+                path = files.get(name)
+                if path is None:
+                    missing.append(name)
+                    continue
+                staged.append(stage_file(cur, SPECS[name], Path(path), start_day, end_day))
+            # Phase 2. Serialise loads of the same tables (readers are not blocked): two
+            # loads of one day at once would otherwise collide on the keys they insert.
+            for item in staged:
                 cur.execute(
                     sql.SQL("lock table {} in share row exclusive mode").format(
                         sql.Identifier("staging", item.spec.name)
                     )
                 )
-            for item in parsed:
+            for item in staged:
                 summary.tables[item.spec.name] = _replace_period(
                     cur, item, start_day, end_day, batch_id
                 )
@@ -690,9 +1083,9 @@ def _load(
 
 
 def _replace_period(
-    cur: Cursor, item: ParsedFile, start_day: date, end_day: date, batch_id: str
+    cur: Cursor, item: StagedFile, start_day: date, end_day: date, batch_id: str
 ) -> TableLoad:
-    """COPY one file into a temp table, then swap the period's rows for it.
+    """Swap the period's rows in staging for the staged file's rows.
 
     Tables keyed without their date (order lines, activity) can see a key move between
     days: there each row records ``source_day``, the batch's own day (``end_day``), and
@@ -701,25 +1094,9 @@ def _replace_period(
     """
     spec = item.spec
     target = sql.Identifier("staging", spec.name)
-    temp = sql.Identifier(f"incoming_{spec.name}")
-    columns = spec.staging_columns()
-    column_list = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-
-    # The file's columns only, typed as in staging (load metadata is added on insert).
-    cur.execute(
-        sql.SQL(
-            "create temporary table {} on commit drop as select {} from {} with no data"
-        ).format(temp, column_list, target)
-    )
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(item.records)
-    buffer.seek(0)
-    cur.copy_expert(
-        sql.SQL("copy {} ({}) from stdin with (format csv)")
-        .format(temp, column_list)
-        .as_string(cur),
-        buffer,
-    )
+    temp = sql.Identifier(item.table)
+    column_list = sql.SQL(", ").join(sql.Identifier(c) for c in spec.staging_columns())
+    values = _staging_values(item, end_day)
 
     if spec.date_column is None:
         cur.execute(
@@ -736,13 +1113,19 @@ def _replace_period(
         )
         replaced = cur.rowcount
     else:
-        return _replace_movable(cur, item, start_day, end_day, batch_id, temp, column_list)
+        return _replace_movable(cur, item, start_day, end_day, batch_id, column_list, values)
 
     cur.execute(
         sql.SQL(
             "insert into {target} ({columns}, batch_id, loaded_at)"
-            " select {columns}, %s, now() from {temp}"
-        ).format(target=target, columns=column_list, temp=temp),
+            " select {values}, %s, now() from {temp} order by {order}"
+        ).format(
+            target=target,
+            columns=column_list,
+            values=values,
+            temp=temp,
+            order=_index_order(spec),
+        ),
         (batch_id,),
     )
     return _loaded(cur, item, batch_id, start_day, end_day, cur.rowcount, replaced)
@@ -750,12 +1133,12 @@ def _replace_period(
 
 def _replace_movable(
     cur: Cursor,
-    item: ParsedFile,
+    item: StagedFile,
     start_day: date,
     end_day: date,
     batch_id: str,
-    temp: sql.Identifier,
     column_list: sql.Composable,
+    values: sql.Composable,
 ) -> TableLoad:
     """Replace a period of a table whose key does not hold the date (rows can move days).
 
@@ -766,6 +1149,7 @@ def _replace_movable(
     """
     spec = item.spec
     target = sql.Identifier("staging", spec.name)
+    temp = sql.Identifier(item.table)
     moment = sql.Identifier(spec.date_column or "")
     source_day = end_day
     cur.execute(
@@ -807,13 +1191,21 @@ def _replace_movable(
     cur.execute(
         sql.SQL(
             "insert into {target} ({columns}, source_day, batch_id, loaded_at)"
-            " select {columns}, %s, %s, now() from {temp} as incoming"
+            " select {values}, %s, %s, now() from {temp} as incoming"
             " where not exists (select from {target} as kept where {newer})"
-        ).format(target=target, columns=column_list, temp=temp, newer=newer),
+            " order by {order}"
+        ).format(
+            target=target,
+            columns=column_list,
+            values=values,
+            temp=temp,
+            newer=newer,
+            order=_index_order(spec),
+        ),
         (source_day, batch_id),
     )
     loaded = cur.rowcount
-    superseded = len(item.records) - loaded
+    superseded = item.rows_distinct - loaded
     if superseded:
         log.warning(
             "staging.%s: %d rows of %s kept as a newer batch corrected them",
@@ -834,9 +1226,32 @@ def _replace_movable(
     )
 
 
+def _index_order(spec: TableSpec) -> sql.Composable:
+    """The order rows are inserted in: staging's indexes all lead with the key or the
+    date, so sorted rows append to a few index pages instead of touching pages all over
+    each index (measured: about twice as fast for a day of a million lines)."""
+    names = [spec.date_column] if spec.date_column and spec.date_column not in spec.key else []
+    names += list(spec.key)
+    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+
+def _staging_values(item: StagedFile, end_day: date) -> sql.Composable:
+    """The select list turning the staged table's rows into staging's columns."""
+    kinds = {c.name: c.kind for c in item.row_columns()}
+    values: list[sql.Composable] = []
+    for name in item.spec.staging_columns():
+        if name not in kinds:  # price_date: price_log rows are dated by the batch
+            values.append(sql.Literal(end_day))
+        elif kinds[name] == "timestamp":
+            values.append(sql.SQL("{}::timestamp").format(sql.Identifier(name)))
+        else:
+            values.append(sql.Identifier(name))
+    return sql.SQL(", ").join(values)
+
+
 def _loaded(
     cur: Cursor,
-    item: ParsedFile,
+    item: StagedFile,
     batch_id: str,
     start_day: date,
     end_day: date,

@@ -30,18 +30,20 @@ def _measures(results: list[Result], benchmark: str) -> list[str]:
 
 
 def test_loader_benchmark_table(databases, tmp_path):
-    results = loader.run(databases, tmp_path, orders=2000, repetitions=1, naive_rows=200)
+    results = loader.run(databases, tmp_path, orders=2000, repetitions=1, large_orders=300)
     assert _measures(results, "loader") == [
+        "baseline: raw COPY into a bare table",
         "load_increment",
+        "load / raw COPY",
+        "validation alone (COPY into checked temp table, de-duplication, conflicts)",
+        "validation / raw COPY",
         "load_increment throughput",
-        "baseline: pandas read_csv + drop_duplicates + to_sql",
-        "baseline pandas throughput",
-        "baseline: psycopg2 executemany (naive)",
-        "speed-up vs pandas to_sql",
-        "speed-up vs executemany",
-        "validation + parse share of load",
+        "peak RSS of one load",
+        "peak RSS of one load, large file",
+        "load_increment, large file",
     ]
     assert "2,000 order lines" in results[0].detail
+    assert 10 < results[6].value < 300  # MB, a fresh interpreter's peak
     table = format_table(results)
     assert table.count("\n| loader |") == len(results)
 
@@ -99,14 +101,15 @@ def test_report_renders_machine_results_and_findings(tmp_path, pg_server, monkey
     for name, value in pg_server.items():
         monkeypatch.setenv(name, value)
     output = tmp_path / "benchmarks.md"
-    argv = ["--only", "loader", "--orders", "500", "--reps", "1", "--naive-rows", "50"]
+    argv = ["--only", "loader", "--orders", "500", "--reps", "1"]
     assert main([*argv, "--output", str(output)]) == 0
     text = output.read_text(encoding="utf-8")
     for heading in ("## Machine", "## Parameters", "## Results", "## Findings", "## Method"):
         assert heading in text
     for fact in ("CPUs (nproc)", "Python", "PostgreSQL", "date"):
         assert f"- {fact}" in text
-    assert "| loader | speed-up vs pandas to_sql |" in text
+    assert "| loader | load / raw COPY |" in text
+    assert "B1: `load_increment` takes" in text and "B2: peak RSS" in text
     assert render_markdown([], [], _Args(), 0.0).startswith("# Benchmarks")
 
 
@@ -114,6 +117,7 @@ class _Args:
     reps = 1
     mart_reps = 1
     orders = 1
+    large_orders = 0
     mart_orders = 1
     short_days = 1
     long_days = 2

@@ -457,3 +457,137 @@ def test_rows_outside_the_marts_calendar_are_refused(conn, tmp_path: Path) -> No
     ):
         load_increment(conn, date(2031, 1, 5), {"user_order_log": path}, "future")
     assert query(conn, "select count(*) from staging.user_order_log") == [(0,)]
+
+
+# --- file layouts COPY reads differently from the csv module ------------------------------
+
+ROW = "{i},k{i},2024-10-02T00:00:00,0,Москва,1,Анна,Лебедева,1,Томаты,1,50"
+
+
+def _row(i: int, old: str = "", new: str = "") -> str:
+    return ROW.format(i=i).replace(old, new) if old else ROW.format(i=i)
+
+
+ODD_BAD_FILES = [
+    # (what, file bytes, line, reason)
+    (
+        "CRLF header, LF rows (mixed endings), bad amount",
+        f"{ORDER_HEADER}\r\n{_row(1)}\n{_row(2, ',50', ',5x')}\r\n".encode(),
+        3,
+        "payment_amount '5x' is not an amount",
+    ),
+    (
+        "blank line between rows",
+        f"{ORDER_HEADER}\n{_row(1)}\n\n{_row(2)}\n".encode(),
+        3,
+        "blank line between rows",
+    ),
+    (
+        "NUL character",
+        f"{ORDER_HEADER}\n{_row(1)}\n{_row(2)}\n{_row(3, 'Анна', 'А' + chr(0) + 'нна')}\n".encode(),
+        4,
+        "contains a NUL character",
+    ),
+    (
+        "invalid UTF-8",
+        f"{ORDER_HEADER}\n{_row(1)}\n{_row(2)}\n".encode().replace("Москва".encode(), b"\xff", 2),
+        2,
+        "not valid UTF-8",
+    ),
+    (
+        "a day that does not exist",
+        f"{ORDER_HEADER}\n{_row(1, '2024-10-02T', '2024-02-30T')}\n".encode(),
+        2,
+        "not a timestamp",
+    ),
+    (
+        "hour 24",
+        f"{ORDER_HEADER}\n{_row(1, 'T00:00:00', 'T24:00:00')}\n".encode(),
+        2,
+        "not a timestamp",
+    ),
+    ("extra field", f"{ORDER_HEADER}\n{_row(1)}\n{_row(2)},x\n".encode(), 3, "found 13"),
+    (
+        "unterminated quote",
+        f'{ORDER_HEADER}\n{_row(1)}\n3,k3,2024-10-02T00:00:00,0,"Москва,1\n'.encode(),
+        3,
+        "malformed CSV",
+    ),
+    (
+        "conflict after a quoted line break",
+        (
+            f"{ORDER_HEADER}\n{_row(1, 'Томаты', chr(34) + 'Томаты' + chr(10) + 'x' + chr(34))}\n"
+            f"{_row(2)}\n{_row(2, ',1,50', ',2,50')}\n"
+        ).encode(),
+        5,
+        "key k2 repeats an earlier row with a different quantity ('1' vs '2')",
+    ),
+    (
+        "lone CR in a quoted field",
+        f"{ORDER_HEADER}\n{_row(1, 'Томаты', chr(34) + 'То' + chr(13) + 'маты' + chr(34))}\n"
+        f"{_row(2, ',50', ',5x')}\n".encode(),
+        4,
+        "payment_amount '5x'",
+    ),
+    (
+        "CR line endings only",
+        f"{ORDER_HEADER}\r{_row(1)}\r{_row(2, ',50', ',5x')}\r".encode(),
+        3,
+        "payment_amount '5x'",
+    ),
+    ("empty id", f"{ORDER_HEADER}\n{_row(1, '1,k1', ',k1')}\n".encode(), 2, "id '' is not"),
+    ("blank key", f"{ORDER_HEADER}\n{_row(1, '1,k1', '1,  ')}\n".encode(), 2, "uniq_id is empty"),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "reason"),
+    [case[1:] for case in ODD_BAD_FILES],
+    ids=[case[0] for case in ODD_BAD_FILES],
+)
+def test_odd_layouts_are_refused_at_the_exact_line(
+    conn, tmp_path: Path, content: bytes, line: int, reason: str
+) -> None:
+    path = tmp_path / "user_order_log_inc.csv"
+    path.write_bytes(content)
+    with pytest.raises(BadInputError) as caught:
+        load_increment(conn, DAY_NEW_FORMAT, {"user_order_log": path}, "odd")
+    assert (caught.value.line, caught.value.file) == (line, path)
+    assert reason in caught.value.reason
+    assert query(conn, "select count(*) from staging.user_order_log") == [(0,)]
+
+
+ODD_GOOD_FILES = [
+    ("BOM and rows", b"\xef\xbb\xbf" + f"{ORDER_HEADER}\n{_row(1)}\n{_row(2)}\n".encode(), 2),
+    ("mixed line endings", f"{ORDER_HEADER}\r\n{_row(1)}\n{_row(2)}\r\n".encode(), 2),
+    ("trailing blank lines", f"{ORDER_HEADER}\n{_row(1)}\n{_row(2)}\n\n\r\n\n".encode(), 2),
+    ("CR line endings", f"{ORDER_HEADER}\r{_row(1)}\r{_row(2)}".encode(), 2),
+    ("exact repeats", f"{ORDER_HEADER}\n{_row(1)}\n{_row(1)}\n{_row(2)}\n".encode(), 2),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "distinct"),
+    [case[1:] for case in ODD_GOOD_FILES],
+    ids=[case[0] for case in ODD_GOOD_FILES],
+)
+def test_odd_layouts_that_load(conn, tmp_path: Path, content: bytes, distinct: int) -> None:
+    path = tmp_path / "user_order_log_inc.csv"
+    path.write_bytes(content)
+    summary = load_increment(conn, DAY_NEW_FORMAT, {"user_order_log": path}, "odd")
+    assert summary.tables["user_order_log"].rows_loaded == distinct
+    assert query(
+        conn, "select uniq_id, city_name, status from staging.user_order_log order by 1"
+    ) == [(f"k{i}", "Москва", "shipped") for i in range(1, distinct + 1)]
+
+
+def test_quoted_and_unquoted_empty_fields_both_load_as_null(conn, tmp_path: Path) -> None:
+    path = tmp_path / "user_order_log_inc.csv"
+    path.write_text(
+        f"{ORDER_HEADER}\n{_row(1, 'Анна', chr(34) * 2)}\n{_row(2, 'Анна', '')}\n",
+        encoding="utf-8",
+    )
+    load_increment(conn, DAY_NEW_FORMAT, {"user_order_log": path}, "e")
+    assert query(conn, "select count(*) from staging.user_order_log where first_name is null") == [
+        (2,)
+    ]
