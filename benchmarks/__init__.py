@@ -10,6 +10,8 @@ timings are printed for context only and nothing in the test suite asserts on th
 - :mod:`benchmarks.marts`: the per-day ``f_sales`` refill and the per-week retention
   build on a short (1 week) and a long (9 weeks) history; the ratio long/short shows
   whether the incremental models really touch only their period.
+- :mod:`benchmarks.airflow_run`: one daily ``airflow dags test`` run of ``sales_mart``
+  (its Cosmos dbt groups) against a plain ``dbt build`` of the same selections.
 - :mod:`benchmarks.dag_parse`: parsing ``dags/sales_mart.py`` into a DagBag against a
   trivial one-task DAG parsed the same way.
 
