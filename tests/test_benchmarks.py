@@ -80,22 +80,24 @@ def test_airflow_run_reads_the_dbt_groups_from_the_metadata_db(tmp_path):
 
     db = tmp_path / "airflow.db"
     with sqlite3.connect(db) as meta:
-        meta.execute("create table dag_run (id, dag_id, run_id, start_date, end_date)")
-        meta.execute("create table task_instance (dag_id, run_id, task_id, state, duration)")
+        meta.execute("create table dag_run (id, dag_id, run_id)")
+        meta.execute("insert into dag_run values (1, 'sales_mart', 'r1')")
         meta.execute(
-            "insert into dag_run values (1, 'sales_mart', 'r1', "
-            "'2024-10-07 03:00:00.000000', '2024-10-07 03:00:30.000000')"
+            "create table task_instance "
+            "(dag_id, run_id, task_id, state, duration, start_date, end_date)"
         )
+        start, end = "2024-10-07 03:00:00.000000", "2024-10-07 03:00:30.000000"
         meta.executemany(
-            "insert into task_instance values ('sales_mart', 'r1', ?, ?, ?)",
+            "insert into task_instance values ('sales_mart', 'r1', ?, ?, ?, ?, ?)",
             [
-                ("load_staging", "success", 5.0),
-                ("build_sales_mart.f_sales_model_build", "success", 3.5),
-                ("build_sales_mart.d_item_model_build", "success", 1.5),
-                ("build_retention_mart.f_customer_retention_model_build", "success", 2.0),
-                ("no_retention_today", "skipped", None),
+                ("load_staging", "success", 5.0, start, "2024-10-07 03:00:05.000000"),
+                ("build_sales_mart.f_sales_model_build", "success", 3.5, start, end),
+                ("build_sales_mart.d_item_model_build", "success", 1.5, start, end),
+                ("build_retention_mart.f_customer_retention_model_build", "success", 2.0,
+                 start, end),
+                ("no_retention_today", "skipped", None, None, None),
             ],
-        )
+        )  # fmt: skip
     groups_s, count, run_s, states = airflow_run.dbt_group_durations(db)
     assert (groups_s, count) == (7.0, 3)
     assert math.isclose(run_s, 30.0, abs_tol=0.01)
