@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--airflow-orders", type=int, default=300, help="airflow_run: lines a day")
     parser.add_argument(
         "--airflow-modes",
-        default="after-each,build",
+        default="after-each,after-each-subprocess,build",
         help="airflow_run: SALES_MART_DBT_MODE values to time, comma-separated",
     )
     parser.add_argument(
