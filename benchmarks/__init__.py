@@ -12,6 +12,8 @@ timings are printed for context only and nothing in the test suite asserts on th
   whether the incremental models really touch only their period.
 - :mod:`benchmarks.scale`: ten million order lines, loaded and built, then the daily
   build at that scale against a 30-day history.
+- :mod:`benchmarks.airflow_run`: one daily ``airflow dags test`` run of ``sales_mart``
+  (its Cosmos dbt groups) against a plain ``dbt build`` of the same selections.
 - :mod:`benchmarks.dag_parse`: parsing ``dags/sales_mart.py`` into a DagBag against a
   trivial one-task DAG parsed the same way.
 

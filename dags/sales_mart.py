@@ -15,10 +15,15 @@ date, or `run_after` for a manual run without one; never "now"):
    the ISO weeks to rebuild: D's when D is a Sunday (or on request), and each complete or
    already built week a correction touched (`ingestion.pipeline.rebuild_plan`).
 6. `build_sales_mart` (Cosmos): the staging views, the dimensions and `f_sales` for the
-   planned days (`--vars {day: "D1,D2.."}`), each model followed by its tests.
+   planned days (`--vars {day: "D1,D2.."}`): one task per model, `<model>_model_build`,
+   a `dbt build` of the model and then its tests (a failing staging test stops the marts).
 7. `branch_on_week_end`: when the plan has weeks, `build_retention_mart` (Cosmos) rebuilds
    `f_customer_retention` for them (`--vars {week_start: Mondays}`); otherwise
    `no_retention_today`. -> `end`.
+
+The dbt tasks run dbt in the task's own process (Cosmos's `dbtRunner` invocation), so a
+daily run costs little more than a plain `dbt build` of the same selections;
+`SALES_MART_DBT_MODE=build-subprocess` runs the `dbt` executable instead (README, Airflow).
 
 **Rebuild a day or a week on demand** (Airflow UI: *Trigger DAG* with params, or
 `airflow dags trigger sales_mart --conf '{"day": "2024-10-06"}'`):
@@ -66,6 +71,7 @@ from airflow.sdk import (
 from cosmos import (
     DbtTaskGroup,
     ExecutionConfig,
+    InvocationMode,
     LoadMode,
     ProfileConfig,
     ProjectConfig,
@@ -183,11 +189,33 @@ project_config = ProjectConfig(
     project_name="retail",
     install_dbt_deps=False,  # no hub packages; `dbt deps` cannot reach the hub anyway
 )
+
+# How each Cosmos task runs dbt (benchmarks/airflow_run.py, docs/benchmarks.md):
+# - "build" (default): one `dbt build` task per model (the model, then its tests, in one
+#   invocation), dbt invoked in the task's own process with dbtRunner (stated, not left
+#   to Cosmos's run-time discovery): half the tasks of "after-each".
+# - "build-subprocess": the same tasks, each running the `dbt` executable; the fallback
+#   if dbt in the task process ever conflicts with Airflow's (see README).
+# - "after-each": a `dbt run` task then a `dbt test` task per model, dbtRunner (the
+#   set-up before B6: Cosmos chose dbtRunner at run time since dbt-core is installed);
+#   "after-each-subprocess": the same with `dbt` executables.
+DBT_MODES = {
+    "build": (TestBehavior.BUILD, InvocationMode.DBT_RUNNER),
+    "build-subprocess": (TestBehavior.BUILD, InvocationMode.SUBPROCESS),
+    "after-each": (TestBehavior.AFTER_EACH, InvocationMode.DBT_RUNNER),
+    "after-each-subprocess": (TestBehavior.AFTER_EACH, InvocationMode.SUBPROCESS),
+}
+DBT_MODE = os.environ.get("SALES_MART_DBT_MODE", "build")
+if DBT_MODE not in DBT_MODES:
+    raise ValueError(f"SALES_MART_DBT_MODE={DBT_MODE!r}: choose one of {sorted(DBT_MODES)}")
+TEST_BEHAVIOR, INVOCATION_MODE = DBT_MODES[DBT_MODE]
+
 execution_config = ExecutionConfig(
     dbt_project_path=DBT_PROJECT_DIR,
-    # A model's test task runs the tests whose other parents are upstream of it (as
-    # `dbt build` would): relationships to the dimensions run after f_sales, but the
-    # weekly reconciliation against f_customer_retention waits for the retention group.
+    invocation_mode=INVOCATION_MODE,
+    # A model's tests are those whose other parents are upstream of it (as a plain
+    # `dbt build` selects them): relationships to the dimensions run with f_sales, but
+    # the weekly reconciliation against f_customer_retention waits for the retention group.
     test_indirect_selection=TestIndirectSelection.BUILDABLE,
 )
 
@@ -197,7 +225,7 @@ def _render_config(select: list[str], exclude: list[str] | None = None) -> Rende
         load_method=LoadMode.DBT_MANIFEST,
         select=select,
         exclude=exclude or [],
-        test_behavior=TestBehavior.AFTER_EACH,
+        test_behavior=TEST_BEHAVIOR,
         # No other DAG consumes the marts as Airflow assets.
         emit_datasets=False,
     )

@@ -12,7 +12,7 @@ from contextlib import nullcontext
 
 import pytest
 
-from benchmarks import Result, dag_parse, format_table, loader, marts, scale
+from benchmarks import Result, airflow_run, dag_parse, format_table, loader, marts, scale
 from benchmarks.__main__ import findings_for, main, render_markdown
 
 
@@ -96,6 +96,52 @@ def test_dag_parse_benchmark_table(tmp_path):
     ]
 
 
+def test_airflow_run_reads_the_dbt_groups_from_the_metadata_db(tmp_path):
+    """The figures of ``benchmarks.airflow_run`` come from Airflow's task_instance table."""
+    import sqlite3
+
+    db = tmp_path / "airflow.db"
+    with sqlite3.connect(db) as meta:
+        meta.execute("create table dag_run (id, dag_id, run_id)")
+        meta.execute("insert into dag_run values (1, 'sales_mart', 'r1')")
+        meta.execute(
+            "create table task_instance "
+            "(dag_id, run_id, task_id, state, duration, start_date, end_date)"
+        )
+        start, end = "2024-10-07 03:00:00.000000", "2024-10-07 03:00:30.000000"
+        meta.executemany(
+            "insert into task_instance values ('sales_mart', 'r1', ?, ?, ?, ?, ?)",
+            [
+                ("load_staging", "success", 5.0, start, "2024-10-07 03:00:05.000000"),
+                ("build_sales_mart.f_sales_model_build", "success", 3.5, start, end),
+                ("build_sales_mart.d_item_model_build", "success", 1.5, start, end),
+                ("build_retention_mart.f_customer_retention_model_build", "success", 2.0,
+                 start, end),
+                ("no_retention_today", "skipped", None, None, None),
+            ],
+        )  # fmt: skip
+    groups_s, count, run_s, states = airflow_run.dbt_group_durations(db)
+    assert (groups_s, count) == (7.0, 3)
+    assert math.isclose(run_s, 30.0, abs_tol=0.01)
+    assert states["no_retention_today"] == "skipped"
+    findings = findings_for(
+        [Result("airflow_run", "build: ratio dbt groups / plain dbt build", 1.2, "x")]
+    )
+    assert findings == [
+        "Daily Airflow run, `SALES_MART_DBT_MODE=build`: the dbt task groups take 1.20x a"
+        " plain `dbt build` of the same selections: meets the 1.5x target."
+    ]
+
+
+@pytest.mark.skip(
+    reason="two `airflow db migrate` + `airflow dags test` runs (minutes); run "
+    "`python -m benchmarks --only airflow_run`; tests/e2e/test_airflow_dag.py covers the DAG"
+)
+def test_airflow_run_benchmark_table(databases, tmp_path):
+    results = airflow_run.run(databases, tmp_path, orders_per_day=20, repetitions=1)
+    assert len(_measures(results, "airflow_run")) == 4 * len(airflow_run.MODES)
+
+
 def test_report_renders_machine_results_and_findings(tmp_path, pg_server, monkeypatch):
     """The CLI on the suite's server, loader only, writes the Markdown report."""
     for name, value in pg_server.items():
@@ -122,3 +168,5 @@ class _Args:
     short_days = 1
     long_days = 2
     scale_orders = 1
+    airflow_orders = 1
+    airflow_modes = "build"

@@ -11,8 +11,24 @@ import pytest
 
 DAG_ID = "sales_mart"
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
+SALES_GROUP_MODELS = (
+    "stg_report_api__user_order_log",
+    "stg_report_api__user_activity_log",
+    "stg_report_api__customer_research",
+    "stg_report_api__price_log",
+    "d_calendar",
+    "d_city",
+    "d_customer",
+    "d_item",
+    "f_sales",
+)
 DAY_TEMPLATE = "{{ ti.xcom_pull(task_ids='plan_rebuild', key='day_var') }}"
 WEEK_START_TEMPLATE = "{{ ti.xcom_pull(task_ids='plan_rebuild', key='week_start_var') }}"
+
+
+def build_task(model: str, group: str = "build_sales_mart") -> str:
+    """Cosmos's task id for a model under TestBehavior.BUILD (outside a per-model group)."""
+    return f"{group}.{model}_model_build"
 
 
 def parse_dagbag():
@@ -99,21 +115,31 @@ def _dbt_tasks(dag, group: str) -> dict[str, object]:
 
 
 def test_sales_group_builds_dimensions_and_f_sales_for_the_day(dag) -> None:
+    from cosmos.constants import InvocationMode
+
     tasks = _dbt_tasks(dag, "build_sales_mart")
     ids = set(tasks)
     for model in ("d_calendar", "d_city", "d_customer", "d_item", "f_sales"):
         assert any(t.split(".")[1].startswith(model) for t in ids), model
     # every staging view, also those no mart reads: `dbt test` from a terminal expects them
     for view in ("user_order_log", "user_activity_log", "customer_research", "price_log"):
-        assert f"build_sales_mart.stg_report_api__{view}_run" in ids or any(
-            f"stg_report_api__{view}" in t for t in ids
-        ), view
-    # Tests run after each model: f_sales has its own test task after its run task.
-    assert "build_sales_mart.f_sales.test" in ids
-    f_sales_test = dag.get_task("build_sales_mart.f_sales.test")
-    assert "build_sales_mart.f_sales.run" in f_sales_test.upstream_task_ids
+        assert build_task(f"stg_report_api__{view}") in ids, view
+    # One Airflow task per model: `dbt build` of the model and its tests, in dbt's process.
+    assert set(ids) == {build_task(model) for model in SALES_GROUP_MODELS}
     assert not any("f_customer_retention" in t for t in ids)
+    # The staging view's build (its tests included) gates every mart that reads it, so a
+    # failing staging test stops the marts.
+    staging = build_task("stg_report_api__user_order_log")
+    for model in ("d_city", "d_customer", "d_item", "f_sales"):
+        assert staging in dag.get_task(build_task(model)).upstream_task_ids, model
+    assert dag.get_task(build_task("f_sales")).upstream_task_ids >= {
+        build_task(dim) for dim in ("d_calendar", "d_city", "d_customer", "d_item")
+    }
     for task in tasks.values():
+        assert type(task).__name__ == "DbtBuildLocalOperator", task.task_id
+        assert task.invocation_mode == InvocationMode.DBT_RUNNER, task.task_id
+        assert task.indirect_selection == "buildable", task.task_id
+        assert task.select.startswith("fqn:retail."), task.task_id
         assert task.vars == {"day": DAY_TEMPLATE}, task.task_id
         assert task.install_deps is False, task.task_id
         assert not getattr(task, "full_refresh", False), task.task_id
@@ -122,13 +148,12 @@ def test_sales_group_builds_dimensions_and_f_sales_for_the_day(dag) -> None:
 
 def test_retention_group_builds_only_the_retention_mart_for_the_week(dag) -> None:
     tasks = _dbt_tasks(dag, "build_retention_mart")
-    assert set(tasks) == {
-        "build_retention_mart.f_customer_retention.run",
-        "build_retention_mart.f_customer_retention.test",
-    }
+    assert set(tasks) == {build_task("f_customer_retention", "build_retention_mart")}
     for task in tasks.values():
         assert task.vars == {"week_start": WEEK_START_TEMPLATE}, task.task_id
         assert task.install_deps is False
+        # buildable: the weekly reconciliation against f_sales runs with this model's build
+        assert task.indirect_selection == "buildable"
 
 
 @pytest.mark.parametrize(
@@ -185,7 +210,7 @@ def test_calendar_bounds_are_dbt_projects() -> None:
 
 
 def test_profile_is_generated_from_the_connection_without_secrets(dag) -> None:
-    mapping = dag.get_task("build_sales_mart.f_sales.run").profile_config.profile_mapping
+    mapping = dag.get_task(build_task("f_sales")).profile_config.profile_mapping
     assert type(mapping).__name__ == "WarehouseProfileMapping"
     assert mapping.conn_id == "warehouse"
     assert mapping.profile_args.get("schema") == "mart"
@@ -195,7 +220,7 @@ def test_profile_is_generated_from_the_connection_without_secrets(dag) -> None:
 
 def _mapping_for(dag, uri: str, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", uri)
-    mapping = dag.get_task("build_sales_mart.f_sales.run").profile_config.profile_mapping
+    mapping = dag.get_task(build_task("f_sales")).profile_config.profile_mapping
     return type(mapping)(conn_id="warehouse", profile_args={"schema": "mart"})
 
 
@@ -239,7 +264,7 @@ def test_a_missing_warehouse_connection_fails_the_dbt_task_without_retries(dag, 
     from airflow.sdk.exceptions import AirflowFailException
 
     monkeypatch.delenv("AIRFLOW_CONN_WAREHOUSE", raising=False)
-    mapping = dag.get_task("build_sales_mart.f_sales.run").profile_config.profile_mapping
+    mapping = dag.get_task(build_task("f_sales")).profile_config.profile_mapping
     fresh = type(mapping)(conn_id="warehouse_not_defined_anywhere")
     with pytest.raises(AirflowFailException, match="warehouse_not_defined_anywhere"):
         fresh.get_profile_file_contents("retail", "airflow")

@@ -116,7 +116,7 @@ def _mapping_class():
 
     bag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
     assert not bag.import_errors, bag.import_errors
-    task = bag.dags["sales_mart"].get_task("build_sales_mart.f_sales.run")
+    task = bag.dags["sales_mart"].get_task("build_sales_mart.f_sales_model_build")
     return type(task.profile_config.profile_mapping)
 
 
