@@ -18,10 +18,10 @@ import pytest
 
 from ingestion import cli, loader
 from ingestion.report_api import LocalApiConfig, LocalReportApi
+from support.extract_files import set_field
 from support.mart_tables import query
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-ORDER_FIELDS = loader.SPECS["user_order_log"].header(with_optional=True)
 
 
 def extracts_copy(fixtures_dir: Path, target: Path) -> Path:
@@ -29,14 +29,6 @@ def extracts_copy(fixtures_dir: Path, target: Path) -> Path:
     for path in target.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return target
-
-
-def set_field(path: Path, line: int, column: str, value: str) -> None:
-    lines = path.read_text(encoding="utf-8").split("\n")
-    fields = lines[line - 1].split(",")
-    fields[ORDER_FIELDS.index(column)] = value
-    lines[line - 1] = ",".join(fields)
-    path.write_text("\n".join(lines), encoding="utf-8")
 
 
 def api_env(api: LocalReportApi, settings: dict[str, str]) -> dict[str, str]:

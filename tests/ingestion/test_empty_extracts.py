@@ -22,6 +22,7 @@ import pytest
 from ingestion.loader import SPECS, load_increment, load_report
 from ingestion.migrate import migrate
 from ingestion.report_api import LocalApiConfig, LocalReportApi
+from support.extract_files import fetch_rows as query
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REPORT_START, REPORT_END = date(2024, 9, 8), date(2024, 9, 30)
@@ -79,14 +80,6 @@ EMPTY_VARIANTS: dict[str, tuple[str, bytes, bool]] = {
 def conn(pg_conn):
     migrate(pg_conn)
     return pg_conn
-
-
-def query(conn, text: str, params: tuple = ()) -> list[tuple]:
-    with conn.cursor() as cur:
-        cur.execute(text, params)
-        rows = cur.fetchall()
-    conn.rollback()
-    return rows
 
 
 def rows_in(conn, table: str, first: date, last: date) -> int:

@@ -19,6 +19,7 @@ import pytest
 from ingestion import loader
 from ingestion.loader import BadInputError, LoadSummary, load_increment, load_report
 from ingestion.migrate import migrate
+from support.extract_files import fetch_rows as query
 
 REPORT_START, REPORT_END = date(2024, 9, 8), date(2024, 9, 30)
 DAY_OLD_FORMAT, DAY_NEW_FORMAT = date(2024, 10, 1), date(2024, 10, 2)
@@ -60,14 +61,6 @@ def amounts_per_day(rows: dict[tuple, dict]) -> dict[str, Decimal]:
     for row in rows.values():
         sums[row["date_time"][:10]] += Decimal(row["payment_amount"])
     return dict(sums)
-
-
-def query(conn, text: str, params: tuple = ()) -> list[tuple]:
-    with conn.cursor() as cur:
-        cur.execute(text, params)
-        rows = cur.fetchall()
-    conn.rollback()
-    return rows
 
 
 def snapshot(conn) -> dict[str, list[tuple]]:

@@ -17,11 +17,11 @@ import pytest
 
 from ingestion.loader import SPECS, BadInputError, load_increment
 from ingestion.migrate import migrate
+from support.extract_files import set_field
 from support.mart_tables import execute, query
 
 DAY = date(2024, 10, 2)
 LEGACY_DDL = Path(__file__).resolve().parents[1] / "dbt" / "legacy_marts.sql"
-ORDER_FIELDS = SPECS["user_order_log"].header(with_optional=True)
 # Order-file columns and the legacy mart.f_sales column each one feeds.
 FEEDS_F_SALES = ("city_id", "customer_id", "item_id", "quantity", "payment_amount")
 
@@ -43,14 +43,6 @@ def increment_copy(fixtures_dir: Path, tmp_path: Path) -> dict[str, Path | None]
     }
     files["customer_research"] = None  # the real increment of that day has none (404)
     return files
-
-
-def set_field(path: Path, line: int, column: str, value: str) -> None:
-    lines = path.read_text(encoding="utf-8").split("\n")
-    fields = lines[line - 1].split(",")
-    fields[ORDER_FIELDS.index(column)] = value
-    lines[line - 1] = ",".join(fields)
-    path.write_text("\n".join(lines), encoding="utf-8")
 
 
 def staging_orders(conn) -> list[tuple]:
