@@ -145,9 +145,9 @@ def plan_periods(
     Retention is rebuilt for every week whose Sunday lies in the range, and for the week
     of every changed day when that week is complete (its Sunday is no later than the
     range's end or ``latest_loaded_day``, the last day a batch or a NOT FOUND answer was
-    recorded for) or already published (a Monday in ``published_weeks``): a week the
-    pipeline has moved past never keeps stale rows, and the current week still waits
-    for its Sunday.
+    recorded for) or already built (a Monday in ``published_weeks``: every week a build
+    covered, empty ones included): a week, once built, never keeps stale rows, and the
+    current week still waits for its Sunday unless it was built on request.
     ``also_week_of`` adds that day's week even when incomplete (on request).
     """
     if last_day < first_day:
@@ -174,16 +174,18 @@ def rebuild_plan(
     *,
     also_week_of: date | None = None,
 ) -> RebuildPlan:
-    """:func:`plan_periods` with the warehouse's state: the last day loaded, published weeks."""
+    """:func:`plan_periods` with the warehouse's state: the last day loaded, built weeks."""
     changed = sorted(set(changed_days))
     with conn.cursor() as cur:
         cur.execute("select max(end_day) from staging.load_audit")
         latest_loaded_day = cur.fetchone()[0]
         published: list[date] = []
-        cur.execute("select to_regclass('mart.f_customer_retention') is not null")
+        # every week retention was built for, empty ones included (dbt post-hook
+        # record_built_weeks)
+        cur.execute("select to_regclass('mart.f_customer_retention_weeks') is not null")
         if changed and cur.fetchone()[0]:
             cur.execute(
-                "select distinct period_start from mart.f_customer_retention"
+                "select period_start from mart.f_customer_retention_weeks"
                 " where period_start = any(%s)",
                 ([iso_week_bounds(day)[0] for day in changed],),
             )

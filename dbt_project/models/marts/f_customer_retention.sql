@@ -10,6 +10,7 @@
         indexes=[
             {'columns': ['period_id']},
         ],
+        post_hook=["{{ record_built_weeks() }}"],
     )
 }}
 
