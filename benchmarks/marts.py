@@ -100,7 +100,7 @@ def _fill_history(settings: dict[str, str], days: int, orders_per_day: int) -> N
         conn.commit()
 
 
-def _timed_build(action, env: dict[str, str], model: str) -> tuple[float, float, float]:
+def timed_build(action, env: dict[str, str], model: str) -> tuple[float, float, float]:
     """(wall seconds, the model's execution_time, sum of every node's execution_time)."""
     started = time.perf_counter()
     action(env=env)
@@ -140,7 +140,7 @@ def _measure(
                 "f_customer_retention",
             ),
         ):
-            samples = [_timed_build(action, env, model) for _ in range(max(1, repetitions))]
+            samples = [timed_build(action, env, model) for _ in range(max(1, repetitions))]
             out[key] = (
                 statistics.median(s[0] for s in samples),
                 statistics.median(s[1] for s in samples),

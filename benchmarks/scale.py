@@ -13,7 +13,6 @@ the daily build stays flat at this scale (row B3's bound, 1.5x).
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 import time
@@ -21,6 +20,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from benchmarks import DatabaseFactory, Result, ratio
+from benchmarks.marts import timed_build
 from ingestion import dbt
 from ingestion.loader import load_report
 from ingestion.migrate import migrate
@@ -52,16 +52,10 @@ def _load(settings: dict[str, str], path: Path, days: list[date]) -> tuple[float
 
 def _day_model_seconds(env: dict[str, str], repetitions: int) -> tuple[float, float]:
     """Median (wall, f_sales execution_time) of the daily build of DAY."""
-    samples = []
-    for _ in range(max(1, repetitions)):
-        started = time.perf_counter()
-        dbt.build_sales_day(DAY, env=env)
-        wall = time.perf_counter() - started
-        results = json.loads(
-            (Path(env["DBT_TARGET_PATH"]) / "run_results.json").read_text(encoding="utf-8")
-        )["results"]
-        own = sum(r["execution_time"] for r in results if r["unique_id"] == "model.retail.f_sales")
-        samples.append((wall, own))
+    samples = [
+        timed_build(lambda env: dbt.build_sales_day(DAY, env=env), env, "f_sales")
+        for _ in range(max(1, repetitions))
+    ]
     return statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples)
 
 

@@ -1160,9 +1160,7 @@ def _replace_movable(
     )
     replaced = cur.rowcount
 
-    key_match = sql.SQL(" and ").join(
-        sql.SQL("existing.{0} = incoming.{0}").format(sql.Identifier(k)) for k in spec.key
-    )
+    key_match = _keys_equal("existing", "incoming", spec.key)
     cur.execute(
         sql.SQL(
             "with moved as ("
@@ -1175,19 +1173,18 @@ def _replace_movable(
     )
     moved = cur.fetchall()
     moved_from_days = tuple(day for day, _ in moved)
-    replaced += sum(count for _, count in moved)
+    moved_rows = sum(count for _, count in moved)
+    replaced += moved_rows
     if moved:
         log.warning(
             "staging.%s: %d rows of %s moved into %s (same key, this batch is newer)",
             spec.name,
-            sum(count for _, count in moved),
+            moved_rows,
             ", ".join(day.isoformat() for day in moved_from_days),
             _period_label(start_day, end_day),
         )
 
-    newer = sql.SQL(" and ").join(
-        sql.SQL("kept.{0} = incoming.{0}").format(sql.Identifier(k)) for k in spec.key
-    )
+    newer = _keys_equal("kept", "incoming", spec.key)
     cur.execute(
         sql.SQL(
             "insert into {target} ({columns}, source_day, batch_id, loaded_at)"
@@ -1247,6 +1244,16 @@ def _staging_values(item: StagedFile, end_day: date) -> sql.Composable:
         else:
             values.append(sql.Identifier(name))
     return sql.SQL(", ").join(values)
+
+
+def _keys_equal(left: str, right: str, key: tuple[str, ...]) -> sql.Composable:
+    """``left.k = right.k and ...`` over the key's columns."""
+    return sql.SQL(" and ").join(
+        sql.SQL("{0}.{2} = {1}.{2}").format(
+            sql.Identifier(left), sql.Identifier(right), sql.Identifier(column)
+        )
+        for column in key
+    )
 
 
 def _loaded(
