@@ -4,25 +4,43 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DO_NOT_TRACK := 1
 export AIRFLOW__COSMOS__ENABLE_TELEMETRY := False
+# Cosmos resolves the DAG's dbt selectors from the manifest; its cache of them is an
+# Airflow Variable, read on every DAG parse: off, parsing them takes milliseconds.
+export AIRFLOW__COSMOS__ENABLE_CACHE_DBT_YAML_SELECTORS := False
 # Cosmos and `airflow dags test` look for the `dbt` executable on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv demo test lint format lock clean bench
+.PHONY: venv demo status test e2e lint format lock clean bench celery-check report
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
+# requirements.txt (runtime, what the Airflow image installs) and requirements-dev.txt
+# (tests, lint, the embedded PostgreSQL; it includes requirements.txt), both pinned to
+# the one lock constraints.txt: pip installs only what the files list, at locked versions.
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt -c constraints.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt -c constraints.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
 demo: venv  ## embedded PostgreSQL + local report API, end to end
 	$(BIN)/python -m ingestion demo
 
-test: venv  ## the whole test suite
-	$(BIN)/pytest
+status: venv  ## what the warehouse holds: loads per day, mart periods, freshness
+	$(BIN)/python -m ingestion status
+
+# The weekly retention report of the last WEEKS built weeks, from the warehouse the libpq
+# variables name (the embedded one of `make demo` when unset) -> reports/ (git-ignored).
+WEEKS ?= 8
+report: venv  ## retention report (HTML + PNG charts) of the last WEEKS weeks -> reports/, prints the page's path
+	$(BIN)/python -m ingestion report --weeks $(WEEKS)
+
+test: venv  ## the test suite without the end-to-end runs (a few minutes)
+	$(BIN)/pytest -m "not slow"
+
+e2e: venv  ## the end-to-end runs (real Airflow runs, the CLI over whole ranges, the property test)
+	$(BIN)/pytest -m slow
 
 lint: venv  ## ruff for Python, sqlfluff (postgres dialect) for the dbt SQL
 	$(BIN)/ruff check .
@@ -33,13 +51,18 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-lock: venv  ## re-freeze constraints.txt after changing requirements.txt
-	{ echo '# Full lock of the virtualenv (pip install -r requirements.txt -c constraints.txt).'; \
-	  echo '# Regenerate with `make lock` after changing requirements.txt.'; \
+lock: venv  ## re-freeze constraints.txt after changing requirements.txt or requirements-dev.txt
+	{ echo '# Full lock of the virtualenv: runtime and development (pip install -r requirements.txt'; \
+	  echo '# or -r requirements-dev.txt, with -c constraints.txt; pip installs only what is listed).'; \
+	  echo '# Regenerate with `make lock` after changing requirements.txt or requirements-dev.txt.'; \
 	  $(BIN)/pip freeze --exclude-editable; } > constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache dbt_project/target dbt_project/logs
+
+# Slow (a few minutes), not part of `make test`; CI runs it as its own step.
+celery-check: venv manifest  ## Airflow on a real CeleryExecutor: two workers, then one killed mid-task
+	$(BIN)/python -m deploy.celery_check
 
 bench: venv  ## rerun the benchmarks (ratios against in-run baselines) -> docs/benchmarks.md
 	$(BIN)/python -m benchmarks
@@ -54,16 +77,18 @@ DBT_SOURCES := $(shell find $(DBT_DIR) \( -path '$(DBT_DIR)/target' -o -path '$(
 manifest: $(MANIFEST)  ## dbt parse -> dbt_project/target/manifest.json (Cosmos renders the DAG from it)
 
 # dbt parse renders profiles.yml but opens no connection: placeholders do when PG* is unset.
+# A full parse: a partial one keeps the manifest's `selectors` as they were, ignoring a
+# changed selectors.yml (dbt 1.11), and Cosmos renders the DAG from them.
 $(MANIFEST): $(VENV)/.installed $(DBT_SOURCES)
 	cd $(DBT_DIR) && PGHOST=$${PGHOST:-localhost} PGUSER=$${PGUSER:-postgres} PGDATABASE=$${PGDATABASE:-postgres} \
-	  $(CURDIR)/$(BIN)/dbt parse --profiles-dir . --quiet
+	  $(CURDIR)/$(BIN)/dbt parse --profiles-dir . --quiet --no-partial-parse
 	touch $@
 
 # The DAG tests parse dags/, which needs the manifest.
-test: manifest
+test e2e: manifest
 
-airflow: venv manifest  ## local Airflow (standalone, SQLite in .local/airflow) with the sales_mart DAG
-	$(BIN)/python -m ingestion.local_stack airflow
+airflow: venv manifest  ## local Airflow (standalone, SQLite in .local/airflow) with the sales_mart and retention_report DAGs
+	$(BIN)/python -m ingestion airflow
 
 docs: venv  ## dbt docs generate + serve on http://localhost:8081 (also in the Airflow UI via Cosmos)
-	$(BIN)/python -m ingestion.local_stack docs
+	$(BIN)/python -m ingestion docs

@@ -108,7 +108,7 @@ def render_markdown(
 METHOD = """## Method
 
 **Loader** (`benchmarks/loader.py`). One day of the local report API's synthetic source
-(`ingestion.report_api.synthetic.iter_file`) is written to `user_order_log_inc.csv`:
+(`local_report_api.synthetic.iter_file`) is written to `user_order_log_inc.csv`:
 N distinct order lines, about 1.375 file rows per line because the source repeats lines
 (727,000 lines make 1,000,420 file rows, 155 MB). The anchor is **raw `COPY FROM STDIN`**
 of that file (`format csv, header`, streamed by psycopg2 in 1 MB blocks) into a bare
@@ -280,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
+    os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_CACHE_DBT_YAML_SELECTORS", "False")
 
     from ingestion.warehouse import ensure_warehouse
 

@@ -107,7 +107,7 @@ def airflow_env(
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
-        "INGESTION_WORKDIR": str(airflow_home / "increments"),
+        "AIRFLOW__COSMOS__ENABLE_CACHE_DBT_YAML_SELECTORS": "False",
         **({"SALES_MART_DBT_MODE": mode} if mode else {}),
         **connections,
     }
@@ -189,8 +189,9 @@ def run(
     repetitions: int = 2,
     modes: Sequence[str] = MODES,
 ) -> list[Result]:
-    from ingestion.airflow_glue import airflow_connection_env
-    from ingestion.report_api import LocalApiConfig, LocalReportApi
+    from ingestion.config import airflow_connection_env
+    from ingestion.pipeline import local_api_settings
+    from local_report_api import LocalApiConfig, LocalReportApi
 
     results: list[Result] = []
     runs: list[tuple[AirflowRun, float]] = []
@@ -212,7 +213,9 @@ def run(
              "--end", saturday.isoformat()],
             cli_env,
         )  # fmt: skip
-        connections = airflow_connection_env(settings, api.settings, warehouse_form="uri")
+        connections = airflow_connection_env(
+            settings, local_api_settings(api), warehouse_form="uri"
+        )
         for mode in modes:
             airflow_run = time_airflow_run(workdir / mode, connections, mode)
             after_airflow = snapshot_marts(settings)

@@ -71,8 +71,14 @@ def parse_once(dag_file: Path, airflow_home: Path) -> dict[str, float]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(dag_file.parent),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+        "AIRFLOW__COSMOS__ENABLE_CACHE_DBT_YAML_SELECTORS": "False",
         "DO_NOT_TRACK": "1",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        # Airflow's DAG processor puts the DAGs folder on sys.path (the DAG imports
+        # sales_mart_support from beside it); a bare DagBag in a script does not.
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(dag_file.parent), os.environ.get("PYTHONPATH")])
+        ),
     }
     completed = subprocess.run(
         [sys.executable, "-c", PARSE_SCRIPT, str(dag_file)],

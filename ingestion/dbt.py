@@ -19,31 +19,29 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from ingestion import locks
+
 log = logging.getLogger(__name__)
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
 
-# Node selections. ``buildable`` takes the tests whose parents are all selected or
-# upstream of the selection: a day build runs the staging guards, the dimension and
-# f_sales tests and the per-day reconciliation, but not the weekly reconciliation
-# (its other parent, f_customer_retention, is rebuilt only on Mondays). Every staging
-# view is built (and its tests run on the day): `dbt test` from a terminal expects them.
-SALES_DAY_SELECT = (
-    "path:models/staging",
-    "+d_city",
-    "+d_customer",
-    "+d_item",
-    "d_calendar",
-    "+f_sales",
-)
-RETENTION_WEEK_SELECT = ("f_customer_retention",)
-INDIRECT_SELECTION = "buildable"
+# Node selections: the named selectors of dbt_project/selectors.yml, shared with the
+# Airflow DAG (Cosmos renders its task groups from the same selectors). They select the
+# tests indirectly, `buildable`: a day build runs the staging guards, the dimension and
+# f_sales tests and the per-day reconciliation, but not the weekly reconciliation (its
+# other parent, f_customer_retention, is built only for weeks).
+SALES_SELECTOR = "sales_mart"
+RETENTION_SELECTOR = "retention_mart"
+SALES_AND_RETENTION_SELECTOR = "sales_and_retention_marts"
+# dbt commands that write the warehouse: run under the marts' build lock (_marts_lock).
+WRITING_COMMANDS = frozenset({"build", "run", "seed", "snapshot", "run-operation"})
 
 FAILED_STATUSES = {"error", "fail", "runtime error"}
 SAMPLE_ROWS = 5
@@ -123,20 +121,46 @@ def run_dbt(
     full_env = {**os.environ, "DO_NOT_TRACK": "1", **(env or {})}
     log.info("running dbt %s", " ".join(command[1:]))
     started = _run_results_mtime(full_env)
-    completed = subprocess.run(
-        command,
-        cwd=DBT_PROJECT_DIR,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    with _marts_lock(args, full_env):
+        completed = subprocess.run(
+            command,
+            cwd=DBT_PROJECT_DIR,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     output = completed.stdout + completed.stderr
     if completed.returncode == 0:
         log.debug("dbt output:\n%s", output)
         return
     failures = _failures_from_run_results(started, full_env)
     raise DbtError(command[1:], completed.returncode, failures, output)
+
+
+@contextmanager
+def _marts_lock(args: Sequence[str], env: Mapping[str, str]) -> Iterator[None]:
+    """One dbt invocation that writes the warehouse at a time, across processes.
+
+    A session advisory lock on the warehouse dbt is about to use, held on a connection of
+    this process for the whole subprocess: a second ``run`` (or any caller of this
+    module) waits for the first build to end, then fails with ``LockTimeout`` ("another
+    dbt build of the marts ... is running; waited N s") after ``PIPELINE_LOCK_TIMEOUT_S``.
+    Commands that only read (``test``, ``parse``, ``compile``, ``ls``, ``docs``) take none.
+    """
+    if not args or args[0] not in WRITING_COMMANDS:
+        yield
+        return
+    from ingestion.warehouse import LIBPQ_EXTRA_VARIABLES, libpq_settings
+
+    # the server and user dbt will use, with dbt's extra libpq settings (sslmode...)
+    settings = {
+        **libpq_settings(env),
+        **{name: env[name] for name in LIBPQ_EXTRA_VARIABLES.values() if env.get(name)},
+    }
+    what = f"dbt build of the marts in database {settings.get('PGDATABASE', '?')}"
+    with locks.session_lock(settings, locks.MARTS_BUILD_LOCK_KEY, what):
+        yield
 
 
 def build_sales_day(day: date, *, env: Mapping[str, str] | None = None) -> None:
@@ -150,7 +174,7 @@ def build_sales_days(days: Iterable[date], *, env: Mapping[str, str] | None = No
     The days need not be contiguous (a correction touches scattered days); each is
     replaced on its own, but dbt's start-up and parsing are paid once.
     """
-    run_dbt(_build_args(SALES_DAY_SELECT), vars={"day": period_var(days)}, env=env)
+    run_dbt(_build_args(SALES_SELECTOR), vars={"day": period_var(days)}, env=env)
 
 
 def build_retention_week(week_start: date, *, env: Mapping[str, str] | None = None) -> None:
@@ -163,7 +187,7 @@ def build_retention_weeks(
 ) -> None:
     """Rebuild ``mart.f_customer_retention`` for the ISO weeks starting on the given Mondays."""
     run_dbt(
-        _build_args(RETENTION_WEEK_SELECT),
+        _build_args(RETENTION_SELECTOR),
         vars={"week_start": period_var(_mondays(week_starts), step_days=7)},
         env=env,
     )
@@ -180,11 +204,11 @@ def build_periods(
     dbt orders f_sales before f_customer_retention, so the weeks see the refilled days.
     """
     mondays = _mondays(week_starts)
-    select = SALES_DAY_SELECT + (RETENTION_WEEK_SELECT if mondays else ())
+    selector = SALES_AND_RETENTION_SELECTOR if mondays else SALES_SELECTOR
     variables = {"day": period_var(days)}
     if mondays:
         variables["week_start"] = period_var(mondays, step_days=7)
-    run_dbt(_build_args(select), vars=variables, env=env)
+    run_dbt(_build_args(selector), vars=variables, env=env)
 
 
 def build_all(*, env: Mapping[str, str] | None = None) -> None:
@@ -192,8 +216,8 @@ def build_all(*, env: Mapping[str, str] | None = None) -> None:
     run_dbt(["build"], env=env)
 
 
-def _build_args(select: Sequence[str]) -> list[str]:
-    return ["build", "--select", *select, "--indirect-selection", INDIRECT_SELECTION]
+def _build_args(selector: str) -> list[str]:
+    return ["build", "--selector", selector]
 
 
 def _mondays(week_starts: Iterable[date]) -> list[date]:

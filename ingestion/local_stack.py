@@ -1,19 +1,16 @@
-"""``make airflow`` and ``make docs``: a local Airflow and the dbt docs site, no services needed.
+"""``python -m ingestion airflow`` and ``docs``: a local Airflow and the dbt docs site.
 
-``python -m ingestion.local_stack airflow`` starts ``airflow standalone`` with SQLite
-metadata under ``.local/airflow`` (git-ignored), ``dags/`` as the DAG folder, and the
-``warehouse`` / ``report_api`` connections in ``AIRFLOW_CONN_*``. Unless those are
-already set, the warehouse is ``PG*`` (or the embedded PostgreSQL) and the report API is
-``REPORT_API_*`` (or the local report API, started here as ``python -m ingestion serve``).
-The Cosmos dbt docs plugin serves ``dbt_project/target`` in the Airflow UI.
-
-``python -m ingestion.local_stack docs`` runs ``dbt docs generate`` against the same
-warehouse and serves the site with ``dbt docs serve``.
+``airflow`` starts ``airflow standalone`` with SQLite metadata under ``.local/airflow``
+(git-ignored), ``dags/`` as the DAG folder, and the ``warehouse`` / ``report_api``
+connections in ``AIRFLOW_CONN_*``. Unless those are already set, the warehouse is ``PG*``
+(or the embedded PostgreSQL) and the report API is ``REPORT_API_*`` (or the local report
+API, started here as ``python -m ingestion serve``). The Cosmos dbt docs plugin serves
+``dbt_project/target`` in the Airflow UI. ``docs`` runs ``dbt docs generate`` against
+the same warehouse and serves the site with ``dbt docs serve``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -21,15 +18,9 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
-from ingestion.airflow_glue import (
-    ENV_WORKDIR,
-    report_api_connection_json,
-    warehouse_connection_json,
-)
-from ingestion.config import ApiSettings
+from ingestion.config import ApiSettings, report_api_connection_json, warehouse_connection_json
 from ingestion.warehouse import REPO_ROOT, ensure_warehouse
 
 log = logging.getLogger(__name__)
@@ -43,7 +34,10 @@ LOCAL_API_COHORT = "local"
 
 def dbt_docs_projects(target_dir: Path = DBT_PROJECT_DIR / "target") -> str:
     """``[cosmos] dbt_docs_projects`` for the Airflow 3 plugin: the project's docs site."""
-    return json.dumps({"retail": {"dir": str(target_dir), "index": "index.html", "name": "retail"}})
+    # "name" is the entry in Airflow's menu (Browse): say what it opens.
+    return json.dumps(
+        {"retail": {"dir": str(target_dir), "index": "index.html", "name": "dbt docs (retail)"}}
+    )
 
 
 def airflow_env(environ: dict[str, str], api: ApiSettings | None) -> dict[str, str]:
@@ -56,9 +50,10 @@ def airflow_env(environ: dict[str, str], api: ApiSettings | None) -> dict[str, s
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+        # Cosmos would keep the parsed selectors in an Airflow Variable, read on every parse.
+        "AIRFLOW__COSMOS__ENABLE_CACHE_DBT_YAML_SELECTORS": "False",
         "AIRFLOW__COSMOS__DBT_DOCS_PROJECTS": dbt_docs_projects(),
         "DO_NOT_TRACK": "1",
-        ENV_WORKDIR: environ.get(ENV_WORKDIR, str(REPO_ROOT / ".local" / "increments")),
     }
     if not env.get("AIRFLOW_CONN_WAREHOUSE"):
         env["AIRFLOW_CONN_WAREHOUSE"] = warehouse_connection_json(ensure_warehouse(env))
@@ -73,20 +68,21 @@ def _start_local_api(port: int) -> subprocess.Popen[bytes]:
     )
     time.sleep(1.0)
     if process.poll() is not None:
-        raise SystemExit(f"the local report API did not start on port {port}")
+        raise RuntimeError(f"the local report API did not start on port {port}")
     return process
 
 
-def cmd_airflow(args: argparse.Namespace) -> int:
+def run_airflow(api_port: int) -> int:
+    """``airflow standalone`` until Ctrl-C; its exit code."""
     environ = dict(os.environ)
     server: subprocess.Popen[bytes] | None = None
     api: ApiSettings | None = None
     if not environ.get("AIRFLOW_CONN_REPORT_API"):
         api = ApiSettings.from_env(environ)
         if api is None:
-            server = _start_local_api(args.api_port)
+            server = _start_local_api(api_port)
             api = ApiSettings(
-                base_url=f"http://127.0.0.1:{args.api_port}",
+                base_url=f"http://127.0.0.1:{api_port}",
                 api_key=LOCAL_API_KEY,
                 nickname=LOCAL_API_NICKNAME,
                 cohort=LOCAL_API_COHORT,
@@ -94,7 +90,8 @@ def cmd_airflow(args: argparse.Namespace) -> int:
     env = airflow_env(environ, api)
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     print(f"Airflow home {env['AIRFLOW_HOME']}; UI on http://localhost:8080 (see the log for")
-    print("the admin password); DAG sales_mart. Ctrl-C stops Airflow and the local API.")
+    print("the admin password); DAGs sales_mart and retention_report. Ctrl-C stops Airflow")
+    print("and the local API.")
     try:
         airflow = shutil.which("airflow", path=env["PATH"]) or "airflow"
         return subprocess.call([airflow, "standalone"], env=env)
@@ -104,7 +101,8 @@ def cmd_airflow(args: argparse.Namespace) -> int:
             server.wait(timeout=10)
 
 
-def cmd_docs(args: argparse.Namespace) -> int:
+def run_docs(port: int, generate_only: bool) -> int:
+    """``dbt docs generate``, then ``dbt docs serve`` until Ctrl-C; its exit code."""
     env = dict(os.environ)
     ensure_warehouse(env)
     bin_dir = Path(sys.executable).parent
@@ -113,25 +111,6 @@ def cmd_docs(args: argparse.Namespace) -> int:
     dbt = str(bin_dir / "dbt")
     common = ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
     subprocess.run([dbt, "docs", "generate", *common], env=env, check=True)
-    if args.generate_only:
+    if generate_only:
         return 0
-    return subprocess.call([dbt, "docs", "serve", *common, "--port", str(args.port)], env=env)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ingestion.local_stack", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    airflow = commands.add_parser("airflow", help="airflow standalone with the DAG and connections")
-    airflow.add_argument("--api-port", type=int, default=8000)
-    airflow.set_defaults(func=cmd_airflow)
-    docs = commands.add_parser("docs", help="dbt docs generate + serve")
-    docs.add_argument("--port", type=int, default=8081)
-    docs.add_argument("--generate-only", action="store_true")
-    docs.set_defaults(func=cmd_docs)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return subprocess.call([dbt, "docs", "serve", *common, "--port", str(port)], env=env)

@@ -13,6 +13,9 @@ Why it is built this way:
   a failure leaves the database at the previous version, never half-way through one.
 - A recorded migration whose file changed since is reported, not re-run: editing an
   applied migration is a mistake to fix with a new migration.
+- Migrations run as a superuser (0008 creates the cluster's roles and hands tables to
+  them); once applied, any role that may read ``staging.schema_migrations`` (the loader's)
+  can call :func:`migrate` to check that nothing is pending.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +110,11 @@ def migrate(conn: Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
 
 def _apply_pending(conn: Connection, migrations: list[Migration]) -> list[str]:
     with conn.cursor() as cur:
-        cur.execute(BOOTSTRAP_SQL)
+        # Only when missing: creating (even "if not exists") needs CREATE privileges that
+        # the loader's role does not have, and `run` checks the migrations as that role.
+        cur.execute("select to_regclass('staging.schema_migrations')")
+        if cur.fetchone()[0] is None:
+            cur.execute(BOOTSTRAP_SQL)
         cur.execute("select version, checksum from staging.schema_migrations")
         applied = dict(cur.fetchall())
     conn.commit()
@@ -158,19 +164,3 @@ def _apply_one(conn: Connection, migration: Migration) -> None:
             log.log(level, "%s: %s", migration.name, text)
         del conn.notices[:]
     log.info("applied migration %s", migration.name)
-
-
-def main() -> int:
-    """``python -m ingestion.migrate``: migrate the configured (or embedded) warehouse."""
-    from ingestion.warehouse import connection, ensure_warehouse
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    settings = ensure_warehouse()
-    with connection(settings) as conn:
-        applied = migrate(conn)
-    print("applied: " + ", ".join(applied) if applied else "staging schema already up to date")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

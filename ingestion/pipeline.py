@@ -1,20 +1,22 @@
 """The pipeline's steps, shared by the CLI and the Airflow DAG.
 
 Each function is one step a DAG task runs, so everything Airflow does can also be run
-(and debugged) from a terminal with ``python -m ingestion``. Steps hand each other only
-JSON-able values (ids, days, file paths), never credentials.
+(and debugged) from a terminal with ``python -m ingestion``. Nothing here imports
+Airflow. A step that downloads files also loads them (:func:`load_day`): files never
+outlive the step, so no two steps (or Airflow workers) share a folder, and what steps
+hand each other is JSON-able (ids, days, load summaries), never a path or a credential.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg2.extensions import connection as Connection
 
@@ -25,7 +27,13 @@ from ingestion.dates import iso_week_bounds, week_starts_ending_within
 from ingestion.loader import LoadSummary, load_increment, load_report, record_not_found
 from ingestion.migrate import migrate
 
+if TYPE_CHECKING:  # a development dependency, imported at run time only where it is used
+    from local_report_api import LocalReportApi
+
 log = logging.getLogger(__name__)
+
+#: ``run``'s progress: (what it is doing now, days done since the last call, rows loaded).
+Progress = Callable[[str, int, int], None]
 
 
 @contextmanager
@@ -39,16 +47,21 @@ def report_source(settings: ApiSettings | None = None) -> Iterator[ApiSettings]:
     if settings is not None:
         yield settings
         return
-    from ingestion.report_api import LocalApiConfig, LocalReportApi
+    from local_report_api import LocalApiConfig, LocalReportApi
 
     with LocalReportApi(LocalApiConfig()) as api:
         log.info("no REPORT_API_URL set: using the local report API at %s", api.url)
-        yield ApiSettings(
-            base_url=api.url,
-            api_key=api.config.api_key,
-            nickname=api.config.nickname,
-            cohort=api.config.cohort,
-        )
+        yield local_api_settings(api)
+
+
+def local_api_settings(api: LocalReportApi) -> ApiSettings:
+    """Client settings that reach a running local report API with its key and headers."""
+    return ApiSettings(
+        base_url=api.url,
+        api_key=api.config.api_key,
+        nickname=api.config.nickname,
+        cohort=api.config.cohort,
+    )
 
 
 def request_report(settings: ApiSettings, *, deadline_s: float = 300) -> Report:
@@ -107,6 +120,27 @@ def load_fetched_increment(conn: Connection, fetched: Mapping[str, Any]) -> Load
         _as_paths(fetched["files"]),
         batch_id=str(fetched["increment_id"]),
     )
+
+
+def load_day(
+    conn: Connection,
+    settings: ApiSettings,
+    report_id: str,
+    day: date,
+    workdir: Path | None = None,
+) -> LoadSummary | None:
+    """Fetch and load ``day``'s increment; None (recorded in load_audit) on NOT FOUND.
+
+    The DAG's one ingestion task: the files go to a temporary folder removed on return
+    (``workdir`` instead, when given), so the step needs nothing from another worker.
+    Idempotent: a rerun replaces the day's rows again, or records NOT FOUND again.
+    """
+    with scratch_dir(workdir) as scratch:
+        fetched = fetch_increment(settings, report_id, day, scratch)
+        if fetched is None:
+            record_not_found(conn, day, report_id)
+            return None
+        return load_fetched_increment(conn, fetched)
 
 
 @dataclass(frozen=True)
@@ -230,6 +264,7 @@ def run(
     start: date,
     end: date,
     workdir: Path | None = None,
+    progress: Progress = lambda doing, days, rows: None,
 ) -> RunSummary:
     """The whole pipeline for the days ``start``..``end``, without Airflow.
 
@@ -238,28 +273,35 @@ def run(
     (the report's days, days a correction moved lines out of), and rebuild retention for
     every complete ISO week holding one of those days (:func:`rebuild_plan`). Every step
     replaces what it writes and staging keeps the newest batch's version of a line, so
-    any range may be run again, in any order, with the same result.
+    any range may be run again, in any order, with the same result. ``progress`` is
+    told of each day done (the report's days at once) and of the marts' build.
     """
     if end < start:
         raise ValueError(f"--end {end} is before --start {start}")
     summary = RunSummary()
     migrate(conn)
     with scratch_dir(workdir) as scratch:
+        progress("requesting the report", 0, 0)
         report = request_report(settings)
         if start <= report.end_date and end >= report.start_day:
+            progress(f"loading report {report.report_id}", 0, 0)
             fetched = fetch_report(settings, report, scratch)
             summary.loads.append(load_fetched_report(conn, fetched))
+            days = (min(end, report.end_date) - max(start, report.start_day)).days + 1
+            progress(f"loaded report {report.report_id}", days, summary.loads[-1].rows_loaded)
         for day in _days(start, end):
             if report.start_day <= day <= report.end_date:
                 continue  # the report holds this day; increments exist only after it
-            fetched = fetch_increment(settings, report.report_id, day, scratch)
-            if fetched is None:
-                record_not_found(conn, day, report.report_id)
+            loaded = load_day(conn, settings, report.report_id, day, scratch)
+            if loaded is None:
                 summary.days_not_found.append(day)
+                progress(f"{day}: NOT FOUND", 1, 0)
             else:
-                summary.loads.append(load_fetched_increment(conn, fetched))
+                summary.loads.append(loaded)
+                progress(f"loaded {day}", 1, loaded.rows_loaded)
     changed = [day for load in summary.loads for day in load.rebuild_days]
     plan = rebuild_plan(conn, start, end, changed)
+    progress("building the marts", 0, 0)
     # One dbt build for the whole plan: each day and week is still replaced on its
     # own, but dbt's start-up and parsing are paid once, not per day.
     dbt.build_periods(plan.days, plan.week_starts)

@@ -1,11 +1,15 @@
-"""Plain-text views of the warehouse for the CLI (row counts, the latest retention week)."""
+"""Views of the warehouse for the CLI, as rich tables: row counts, the latest retention
+week, and ``status`` (what was loaded per day, what the marts hold, freshness)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from datetime import date
 from decimal import Decimal
 
 from psycopg2.extensions import connection as Connection
+from rich import box
+from rich.console import RenderableType
+from rich.table import Table
 
 COUNTED_TABLES = (
     "staging.user_order_log",
@@ -19,64 +23,129 @@ COUNTED_TABLES = (
     "mart.f_sales",
     "mart.f_customer_retention",
 )
+LOADED_TABLES = ("user_order_log", "user_activity_log", "customer_research", "price_log")
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A fixed-width text table, numbers right-aligned."""
-    cells = [[str(value) for value in row] for row in rows]
-    widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
-    numeric = [bool(rows) and all(_is_number(row[i]) for row in rows) for i in range(len(headers))]
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(
-            value.rjust(width) if is_num else value.ljust(width)
-            for value, width, is_num in zip(values, widths, numeric, strict=True)
-        ).rstrip()
-
-    rule = "  ".join("-" * width for width in widths)
-    return "\n".join([line(headers), rule, *(line(row) for row in cells)])
+def rich_table(title: str | None, headers: tuple[str, ...], rows: list[tuple]) -> Table:
+    """A table whose numeric columns (every value a number) are right-aligned."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    for i, header in enumerate(headers):
+        values = [row[i] for row in rows if row[i] is not None]
+        numeric = bool(values) and all(isinstance(v, int | float | Decimal) for v in values)
+        table.add_column(header, justify="right" if numeric else "left")
+    for row in rows:
+        table.add_row(*("" if value is None else str(value) for value in row))
+    return table
 
 
-def table_counts(conn: Connection) -> str:
-    """Row count of every staging and mart table (missing tables say so)."""
-    rows = []
+def _query(conn: Connection, sql: str, params: tuple = ()) -> list[tuple]:
     with conn.cursor() as cur:
-        for table in COUNTED_TABLES:
-            cur.execute("select to_regclass(%s)", (table,))
-            if cur.fetchone()[0] is None:
-                rows.append((table, "missing"))
-                continue
-            cur.execute(f"select count(*) from {table}")  # names come from COUNTED_TABLES
-            rows.append((table, cur.fetchone()[0]))
-    conn.rollback()
-    return format_table(("table", "rows"), rows)
-
-
-def latest_retention_week(conn: Connection) -> str:
-    """The most recent week of ``mart.f_customer_retention``, item by item."""
-    with conn.cursor() as cur:
-        cur.execute(
-            """
-            select r.period_id, r.item_id, i.item_name,
-                   r.new_customers_count, r.returning_customers_count,
-                   r.refunded_customer_count, r.new_customers_revenue,
-                   r.returning_customers_revenue, r.customers_refunded
-            from mart.f_customer_retention as r
-            left join mart.d_item as i on i.item_id = r.item_id
-            where r.period_start = (select max(period_start) from mart.f_customer_retention)
-            order by r.item_id
-            """
-        )
+        cur.execute(sql, params)
         rows = cur.fetchall()
-    conn.rollback()
+    conn.rollback()  # read only; leave no transaction open
+    return rows
+
+
+def _exists(conn: Connection, table: str) -> bool:
+    return _query(conn, "select to_regclass(%s) is not null", (table,))[0][0]
+
+
+def table_counts(conn: Connection) -> Table:
+    """Row count of every staging and mart table (missing tables say so)."""
+    rows = [
+        # the names come from COUNTED_TABLES
+        (table, _query(conn, f"select count(*) from {table}")[0][0])
+        if _exists(conn, table)
+        else (table, "missing")
+        for table in COUNTED_TABLES
+    ]
+    return rich_table("Row counts", ("table", "rows"), rows)
+
+
+def latest_retention_week(conn: Connection) -> RenderableType:
+    """The most recent week of ``mart.f_customer_retention``, item by item."""
+    rows = _query(
+        conn,
+        """
+        select r.period_id, r.item_id, i.item_name,
+               r.new_customers_count, r.returning_customers_count,
+               r.refunded_customer_count, r.new_customers_revenue,
+               r.returning_customers_revenue, r.customers_refunded
+        from mart.f_customer_retention as r
+        left join mart.d_item as i on i.item_id = r.item_id
+        where r.period_start = (select max(period_start) from mart.f_customer_retention)
+        order by r.item_id
+        """,
+    )
     if not rows:
         return "mart.f_customer_retention is empty"
     headers = (
-        "week", "item_id", "item_name", "new", "returning", "refunded_cust",
-        "new_revenue", "returning_revenue", "refunded_lines",
+        "item_id", "item_name", "new", "returning", "refunded customers",
+        "new revenue", "returning revenue", "refunded lines",
     )  # fmt: skip
-    return f"Retention, week {rows[0][0]}:\n" + format_table(headers, rows)
+    return rich_table(f"Retention, week {rows[0][0]}", headers, [row[1:] for row in rows])
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float | Decimal)
+LOADS_SQL = f"""
+select start_day, end_day, string_agg(distinct
+        replace(replace(outcome, 'not_found', 'NOT FOUND'), 'missing', 'missing (404)'), ', '),
+    {", ".join(f"max(rows_loaded) filter (where table_name = '{t}')" for t in LOADED_TABLES)},
+    batch_id, to_char(loaded_at, 'YYYY-MM-DD HH24:MI:SS')
+from staging.load_audit group by start_day, end_day, batch_id, loaded_at
+order by loaded_at desc, end_day desc limit %s
+"""
+# Runs of consecutive days (f_sales) and of built weeks (retention): first, last, count.
+SALES_DAYS_SQL = """
+select min(day)::text || '..' || max(day), count(*) || ' day(s), ' || sum(lines) || ' lines'
+from (select day, lines, day - (row_number() over (order by day))::int as run
+      from (select to_date(date_id::text, 'YYYYMMDD') as day, count(*) as lines
+            from mart.f_sales group by date_id) as days) as days
+group by run order by min(day)
+"""
+WEEKS_SQL = """
+select to_char(min(monday), 'IYYY-"W"IW..') || to_char(max(monday), 'IYYY-"W"IW'),
+    count(*) || ' week(s), last built ' || to_char(max(built_at), 'YYYY-MM-DD HH24:MI')
+from (select period_start as monday, built_at,
+        period_start - 7 * (row_number() over (order by period_start))::int as run
+      from mart.f_customer_retention_weeks) as weeks
+group by run order by min(monday)
+"""
+
+
+def status(conn: Connection, today: date, limit: int) -> list[RenderableType]:
+    """The latest loads (day, outcome, rows per table, when), what the marts hold, how
+    fresh the source is, and what is known of failures."""
+    if not _exists(conn, "staging.load_audit"):
+        return ["Never migrated (no staging.load_audit): `python -m ingestion run` loads data."]
+    loads = [
+        (str(first) if first == last else f"{first}..{last}", *rest)
+        for first, last, *rest in _query(conn, LOADS_SQL, (limit,))
+    ]
+    if not loads:
+        return ["Nothing loaded yet (staging.load_audit is empty)."]
+    headers = ("day(s)", "outcome", *LOADED_TABLES, "batch", "loaded at")
+    marts = [
+        (mart, *held)
+        for mart, table, sql in (("mart.f_sales", "mart.f_sales", SALES_DAYS_SQL),
+            ("mart.f_customer_retention", "mart.f_customer_retention_weeks", WEEKS_SQL))
+        if _exists(conn, table)
+        for held in _query(conn, sql)
+    ]  # fmt: skip
+    latest, latest_loaded, missing = _query(
+        conn,
+        "select max(end_day), max(end_day) filter (where outcome = 'loaded'),"
+        " max(end_day || ' ' || table_name) filter (where outcome = 'missing')"
+        " from staging.load_audit",
+    )[0]
+    return [
+        rich_table(f"Latest {len(loads)} load(s), rows loaded per table", headers, loads),
+        rich_table(
+            "What the marts hold", ("mart", "periods", ""), marts or [("none built", "", "")]
+        ),
+        f"Source freshness: latest day loaded {latest_loaded}, latest day processed {latest}"
+        f"{'' if latest == latest_loaded else ' (NOT FOUND)'}; today is {today},"
+        f" {(today - latest).days} day(s) later.",
+        "Failures: not recorded in the warehouse (a failed load rolls back with its"
+        " load_audit rows): see the command's error or the Airflow task log. Last file the"
+        f" API did not have (404): {missing or 'none'}.",
+    ]

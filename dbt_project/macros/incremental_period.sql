@@ -129,10 +129,11 @@
 {%- endmacro %}
 
 
-{% macro get_incremental_period_replace_sql(arg_dict) -%}
+{% macro get_incremental_period_delete_insert_sql(arg_dict) -%}
     {#-
-        Custom incremental strategy `period_replace`: delete the period, then insert
-        the new rows. Both statements run in the model's transaction (the incremental
+        Custom incremental strategy `period_delete+insert` (dbt maps a strategy name to
+        the macro get_incremental_<name>_sql, `+` read as `_`): delete the period, then
+        insert the new rows. Both statements run in the model's transaction (the incremental
         materialization commits once after `main`), so readers see the old period or
         the new one, never a partial one.
 

@@ -7,7 +7,7 @@
     gives exactly the row a fresh build would, in any order of rebuilds, and corrections
     follow. A narrowed build recomputes the keys with a line in the period and the keys
     whose stored row came from a line of the period (that line may have changed key or
-    gone); with the `period_replace` strategy on `last_ordered_at`, a key left with no
+    gone); with the `period_delete+insert` strategy on `last_ordered_at`, a key left with no
     line at all is deleted. Each key's latest line is one index probe (the migrations
     index staging on every key with its timestamp), so the cost follows the period, not
     the history. Rows kept from a legacy deployment have null recency: they are replaced
@@ -17,8 +17,7 @@
 period_keys as (
 
     select distinct order_lines.{{ key }}
-    from {{ ref('stg_report_api__user_order_log') }} as order_lines
-    where {{ period_filter('order_lines.ordered_at', 'day', 'timestamp') }}
+    from {{ ref('int_order_lines_filtered_to_period') }} as order_lines
 
     {% if is_incremental() %}
 

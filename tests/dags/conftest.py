@@ -17,6 +17,7 @@ import pytest
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="airflow-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
+os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_CACHE_DBT_YAML_SELECTORS", "False")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +43,8 @@ def ensure_manifest(project_dir: Path) -> Path:
         "DO_NOT_TRACK": "1",
     }
     result = subprocess.run(
-        [str(dbt), "parse", "--profiles-dir", str(project_dir), "--quiet"],
+        # a full parse: a partial one keeps the manifest's selectors from before
+        [str(dbt), "parse", "--profiles-dir", str(project_dir), "--quiet", "--no-partial-parse"],
         cwd=project_dir,
         env=env,
         capture_output=True,

@@ -48,9 +48,10 @@ def dag(dagbag):
     return dagbag.dags[DAG_ID]
 
 
-def test_no_import_errors_and_only_the_sales_mart_dag(dagbag) -> None:
+def test_no_import_errors_and_only_the_two_dags(dagbag) -> None:
     assert dagbag.import_errors == {}
-    assert set(dagbag.dags) == {DAG_ID}
+    # retention_report (tests/dags/test_retention_report_dag.py) is scheduled on sales_mart's asset
+    assert set(dagbag.dags) == {DAG_ID, "retention_report"}
 
 
 def test_dag_level_settings(dag) -> None:
@@ -92,21 +93,31 @@ def test_flow(dag) -> None:
 
     assert downstream("resolve_run_dates") >= {"prepare_staging"}
     assert downstream("prepare_staging") == {"generate_report"}
-    assert downstream("wait_for_report") >= {"fetch_increment"}
-    assert downstream("branch_on_increment") == {"load_staging", "increment_not_found"}
-    assert dag.get_task("plan_rebuild").upstream_task_ids >= {
-        "load_staging",
-        "increment_not_found",
-    }
-    assert dag.get_task("plan_rebuild").trigger_rule == "none_failed_min_one_success"
+    # One task fetches and loads D (or records NOT FOUND): no files between tasks.
+    assert downstream("wait_for_report") == {"load_day"}
+    assert downstream("load_day") == {"plan_rebuild"}
+    for gone in ("fetch_increment", "branch_on_increment", "load_staging", "increment_not_found"):
+        assert gone not in dag.task_ids, gone
+    assert dag.get_task("plan_rebuild").upstream_task_ids == {"load_day", "resolve_run_dates"}
+    assert dag.get_task("plan_rebuild").trigger_rule == "all_success"
     sales_roots = {t for t in downstream("plan_rebuild") if t.startswith("build_sales_mart.")}
     assert sales_roots
-    # the plan decides which weeks the retention group rebuilds
-    assert "branch_on_week_end" in downstream("plan_rebuild")
-    week_branch = downstream("branch_on_week_end")
-    assert "no_retention_today" in week_branch
-    assert any(t.startswith("build_retention_mart.") for t in week_branch)
-    assert dag.get_task("end").trigger_rule == "none_failed_min_one_success"
+    # the plan decides which weeks the retention group rebuilds: a short-circuit that
+    # skips only the retention group, so `end` (none_failed) runs either way
+    assert "has_weeks_to_build" in downstream("plan_rebuild")
+    from airflow.providers.standard.operators.python import ShortCircuitOperator
+
+    weeks = dag.get_task("has_weeks_to_build")
+    assert isinstance(weeks, ShortCircuitOperator)
+    assert weeks.ignore_downstream_trigger_rules is False
+    assert downstream("has_weeks_to_build") == {
+        "build_retention_mart.f_customer_retention_model_build"
+    }
+    assert "no_retention_today" not in dag.task_ids
+    assert dag.get_task("end").upstream_task_ids == {
+        "build_retention_mart.f_customer_retention_model_build"
+    }
+    assert dag.get_task("end").trigger_rule == "none_failed"
     assert dag.get_task("end").downstream_task_ids == set()
 
 
@@ -157,6 +168,22 @@ def test_retention_group_builds_only_the_retention_mart_for_the_week(dag) -> Non
 
 
 @pytest.mark.parametrize(
+    ("group", "selector"),
+    [("build_sales_mart", "sales_mart"), ("build_retention_mart", "retention_mart")],
+)
+def test_task_groups_render_the_models_dbt_selects_for_their_selectors(
+    dag, group: str, selector: str, tmp_path: Path
+) -> None:
+    """Cosmos resolves the dbt_project/selectors.yml selector (from the manifest) as dbt
+    does for `dbt build --selector`: one task per model, none for an ephemeral model."""
+    from support.dbt_ls import dbt_ls, model_names
+
+    models = model_names(dbt_ls(["--selector", selector, "--resource-type", "model"], tmp_path))
+    assert models
+    assert set(_dbt_tasks(dag, group)) == {build_task(model, group) for model in models}
+
+
+@pytest.mark.parametrize(
     "moment",
     [
         datetime(2026, 11, 23, 2, 59, tzinfo=UTC),
@@ -200,7 +227,7 @@ def test_scheduled_runs_are_those_of_the_old_start_date(dag, moment, monkeypatch
 def test_calendar_bounds_are_dbt_projects() -> None:
     import yaml
 
-    from ingestion.airflow_glue import CALENDAR_END, CALENDAR_START
+    from ingestion.dates import CALENDAR_END, CALENDAR_START
 
     project = yaml.safe_load(
         (DAGS_DIR.parent / "dbt_project" / "dbt_project.yml").read_text(encoding="utf-8")
@@ -289,7 +316,7 @@ def test_parse_needs_no_network_database_connection_or_variable(dbt_manifest, mo
     monkeypatch.setattr(psycopg2, "connect", refuse)
     bag = parse_dagbag()
     assert bag.import_errors == {}
-    assert DAG_ID in bag.dags
+    assert DAG_ID in bag.dags and "retention_report" in bag.dags
 
 
 def test_parse_takes_under_a_second(dagbag) -> None:
@@ -311,7 +338,7 @@ def test_parse_takes_under_a_second(dagbag) -> None:
     ],
 )
 def test_scheduled_runs_resolve_their_day_and_week(logical_date, day, builds_week) -> None:
-    from ingestion.airflow_glue import resolve_run_dates
+    from ingestion.dates import resolve_run_dates
 
     dates = resolve_run_dates(logical_date=logical_date, run_after=logical_date).as_xcom()
     assert dates["day"] == day
@@ -321,7 +348,7 @@ def test_scheduled_runs_resolve_their_day_and_week(logical_date, day, builds_wee
 
 
 def test_every_python_task_that_reaches_out_fails_fast_on_permanent_errors(dag) -> None:
-    """The guard of airflow_glue wraps each task body doing I/O (the branches only decide)."""
+    """The fail-fast guard wraps each task body doing I/O (the short-circuit only decides)."""
     import inspect
 
     for task_id in (
@@ -329,8 +356,8 @@ def test_every_python_task_that_reaches_out_fails_fast_on_permanent_errors(dag) 
         "prepare_staging",
         "generate_report",
         "wait_for_report",
-        "fetch_increment",
-        "load_staging",
+        "load_day",
+        "plan_rebuild",
     ):
         source = inspect.getsource(dag.get_task(task_id).python_callable)
         assert "with fail_fast_on_permanent_errors()" in source, task_id

@@ -5,25 +5,33 @@ its own SQLite metadata database, against the PostgreSQL under test and the loca
 API. The dbt task groups are marked successful (``--mark-success-pattern``) because
 these tests are about the runs' dates, connections and retries; ``tests/e2e`` runs dbt.
 No fault is mocked: a day outside the calendar, a missing connection and a closed port
-are all real.
+are all real, and so are the alerts (a local HTTP receiver and a local SMTP receiver).
 """
 
 from __future__ import annotations
 
+import email
 import json
 import os
 import signal
+import socketserver
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
-from ingestion.airflow_glue import CALENDAR_END, CALENDAR_START, airflow_connection_env
+from ingestion.config import airflow_connection_env
+from ingestion.dates import CALENDAR_END, CALENDAR_START
+
+# Real `airflow dags test` / backfill runs in subprocesses: end to end (`make e2e`).
+pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -85,7 +93,8 @@ class Airflow:
 def airflow(
     make_database, tmp_path_factory: pytest.TempPathFactory, dbt_manifest
 ) -> Iterator[Airflow]:
-    from ingestion.report_api import LocalApiConfig, LocalReportApi
+    from ingestion.pipeline import local_api_settings
+    from local_report_api import LocalApiConfig, LocalReportApi
 
     warehouse = make_database()
     home = tmp_path_factory.mktemp("airflow_home")
@@ -102,9 +111,9 @@ def airflow(
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+            "AIRFLOW__COSMOS__ENABLE_CACHE_DBT_YAML_SELECTORS": "False",
             "DO_NOT_TRACK": "1",
-            "INGESTION_WORKDIR": str(home / "increments"),
-            **airflow_connection_env(warehouse, api.settings, warehouse_form="uri"),
+            **airflow_connection_env(warehouse, local_api_settings(api), warehouse_form="uri"),
         }
         assert ":" not in env["AIRFLOW_CONN_WAREHOUSE"].split("@")[0].removeprefix("postgresql://")
         instance = Airflow(env=env, home=home)
@@ -119,7 +128,7 @@ def test_a_run_before_the_old_start_date_does_the_work(airflow: Airflow) -> None
     assert run.state == "success", run.output[-4000:]
     for task_id in ("resolve_run_dates", "prepare_staging", "generate_report", "wait_for_report"):
         assert run.tasks[task_id] == ("success", 1), (task_id, run.tasks)
-    assert run.tasks["fetch_increment"][0] == "success"
+    assert run.tasks["load_day"][0] == "success"
     assert "D = 2023-04-16" in run.output
     # Every task of the DAG has an instance in the run.
     assert len(run.tasks) >= 12
@@ -221,3 +230,129 @@ def test_backfill_of_2023_is_accepted_and_creates_runs_with_their_tasks(airflow:
         assert "resolve_run_dates" in tasks and any(
             t.startswith("build_sales_mart.") for t in tasks
         )
+
+
+class _Webhook(BaseHTTPRequestHandler):
+    received: list[dict[str, object]]
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append(
+            {"path": self.path, "type": self.headers["Content-Type"], "body": json.loads(body)}
+        )
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _Smtp(socketserver.StreamRequestHandler):
+    """Just enough SMTP (no TLS, no auth) to accept one message, as a relay would."""
+
+    received: list[dict[str, object]]
+
+    def handle(self) -> None:
+        message: dict[str, object] = {"rcpt": []}
+        self.wfile.write(b"220 localhost test SMTP\r\n")
+        while line := self.rfile.readline():
+            command = line.decode().strip()
+            verb = command.split(" ", 1)[0].upper()
+            if verb == "EHLO":
+                self.wfile.write(b"250 localhost\r\n")
+            elif verb == "MAIL":
+                message["from"] = command
+                self.wfile.write(b"250 OK\r\n")
+            elif verb == "RCPT":
+                message["rcpt"].append(command)
+                self.wfile.write(b"250 OK\r\n")
+            elif verb == "DATA":
+                self.wfile.write(b"354 go ahead\r\n")
+                data = []
+                while (chunk := self.rfile.readline()) not in (b".\r\n", b""):
+                    data.append(chunk.decode())
+                message["data"] = "".join(data)
+                self.received.append(message)
+                message = {"rcpt": []}
+                self.wfile.write(b"250 OK\r\n")
+            elif verb == "QUIT":
+                self.wfile.write(b"221 bye\r\n")
+                return
+            else:  # HELO, RSET, NOOP
+                self.wfile.write(b"250 OK\r\n")
+
+
+@pytest.fixture
+def receivers() -> Iterator[tuple[list, list, int, int]]:
+    """A webhook (HTTP) and a mail relay (SMTP) on free local ports, in threads."""
+    webhook_calls: list[dict[str, object]] = []
+    mails: list[dict[str, object]] = []
+    http = HTTPServer(("127.0.0.1", 0), type("Hook", (_Webhook,), {"received": webhook_calls}))
+    smtp = socketserver.ThreadingTCPServer(
+        ("127.0.0.1", 0), type("Relay", (_Smtp,), {"received": mails})
+    )
+    threads = [
+        threading.Thread(target=server.serve_forever, daemon=True) for server in (http, smtp)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        yield webhook_calls, mails, http.server_address[1], smtp.server_address[1]
+    finally:
+        for server in (http, smtp):
+            server.shutdown()
+            server.server_close()
+
+
+def test_a_failed_task_is_posted_to_the_webhook_and_mailed(airflow: Airflow, receivers) -> None:
+    """A real failure (a day outside the calendar) reaches both notifiers of the DAG."""
+    webhook_calls, mails, http_port, smtp_port = receivers
+    env = {
+        "SALES_MART_ALERT_WEBHOOK_CONN_ID": "alerts",
+        "AIRFLOW_CONN_ALERTS": json.dumps(
+            {"conn_type": "http", "host": f"http://127.0.0.1:{http_port}/hooks/sales-mart"}
+        ),
+        "SALES_MART_ALERT_EMAIL": "ops@example.com",
+        "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(
+            {
+                "conn_type": "smtp",
+                "host": "127.0.0.1",
+                "port": smtp_port,
+                "extra": {
+                    "disable_ssl": True,
+                    "disable_tls": True,
+                    "from_email": "airflow@example.com",
+                    "retry_limit": 0,
+                },
+            }
+        ),
+    }
+    run = airflow.dags_test("2019-06-02", env=env)
+    assert run.state == "failed"
+    assert run.tasks["resolve_run_dates"] == ("failed", 1)
+    assert len(webhook_calls) == 1, run.output[-4000:]
+    call = webhook_calls[0]
+    assert call["path"] == "/hooks/sales-mart" and call["type"] == "application/json"
+    text = call["body"]["text"]
+    for part in ("task 'resolve_run_dates'", "try 1", "AirflowFailException", "2019-06-01"):
+        assert part in text, text
+    assert len(mails) == 1, run.output[-4000:]
+    assert "ops@example.com" in mails[0]["rcpt"][0]
+    mail = email.message_from_string(str(mails[0]["data"]))
+    assert mail["Subject"].startswith("sales_mart failure: resolve_run_dates")
+    html = next(part for part in mail.walk() if part.get_content_type() == "text/html")
+    body = html.get_payload(decode=True).decode()
+    assert "task &#39;resolve_run_dates&#39;" in body and "2019-06-01" in body, body
+
+
+def test_a_failing_notifier_hides_nothing(airflow: Airflow) -> None:
+    """A webhook that cannot be reached: the task still fails as it did, once, logged."""
+    env = {
+        "SALES_MART_ALERT_WEBHOOK_CONN_ID": "alerts",
+        "AIRFLOW_CONN_ALERTS": json.dumps({"conn_type": "http", "host": "http://127.0.0.1:1"}),
+    }
+    run = airflow.dags_test("2019-06-02", env=env)
+    assert run.state == "failed"
+    assert run.tasks["resolve_run_dates"] == ("failed", 1)
+    assert "Failed to run task callback" in run.output, run.output[-4000:]
+    assert "day 2019-06-01" in run.output  # the log line, before the notifier

@@ -5,7 +5,8 @@ nothing there. This module starts a throwaway cluster (the machine's PostgreSQL 
 binaries, run as the ``postgres`` OS user) with ``scram-sha-256`` over TCP and ``peer``
 authentication on its unix socket, then connects through both paths the DAG uses:
 
-- the Python tasks: ``airflow_glue.warehouse_connection()`` (psycopg2);
+- the Python tasks: ``sales_mart_support.connections.warehouse_connection()`` (the
+  connection looked up by ``PostgresHook``, opened with psycopg2);
 - the Cosmos dbt tasks: the DAG's profile mapping renders the profile and its
   environment exactly as a Cosmos task does (``ProfileConfig.ensure_profile``) and real
   ``dbt show`` runs a query through it.
@@ -127,7 +128,7 @@ def mapping_class(dbt_manifest):
 
 @pytest.mark.parametrize("mode", ["password", "pgpass", "peer"])
 def test_python_tasks_connect(auth_server, home_with_pgpass, mode, monkeypatch) -> None:
-    from ingestion.airflow_glue import warehouse_connection
+    from sales_mart_support.connections import warehouse_connection
 
     for name in [name for name in os.environ if name.startswith("PG")]:
         monkeypatch.delenv(name)

@@ -11,6 +11,9 @@ from conftest import load_fixtures
 from ingestion import dbt
 from support.mart_tables import execute, query
 
+# Three first builds over a legacy deployment's tables: end to end (`make e2e`).
+pytestmark = pytest.mark.slow
+
 LEGACY_DDL = Path(__file__).with_name("legacy_marts.sql")
 # What a report written against the legacy columns returns, per day.
 LEGACY_QUERY = """

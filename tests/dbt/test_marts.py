@@ -24,6 +24,21 @@ def built(staged_database: dict[str, str]) -> dict[str, list[tuple]]:
     return snapshot(staged_database)
 
 
+def test_the_ephemeral_order_lines_are_inlined_into_each_plan(built, staged_database) -> None:
+    """Each model reads int_order_lines_filtered_to_period once, so PostgreSQL inlines the
+    CTE and merges it: the plans scan staging directly, as before the ephemeral model."""
+    day = "2024-10-01"
+    dbt.run_dbt(["compile", "--selector", dbt.SALES_SELECTOR], vars={"day": day})
+    compiled = dbt.DBT_PROJECT_DIR / "target" / "compiled" / "retail" / "models" / "marts"
+    cte = "__dbt__cte__int_order_lines_filtered_to_period"
+    for model in ("d_city", "d_customer", "d_item", "f_sales"):
+        sql = (compiled / f"{model}.sql").read_text()
+        assert sql.count(f"{cte} as (") == 1 and sql.count(f"from {cte}") == 1, model
+        plan = "\n".join(row[0] for row in query(staged_database, f"explain {sql}"))
+        assert "CTE Scan" not in plan and "Subquery Scan" not in plan, (model, plan)
+        assert "on user_order_log" in plan, (model, plan)
+
+
 def test_f_sales_matches_staging_per_day(built, staged_database, fixtures_dir: Path) -> None:
     expected = signed_sums_per_day(order_lines(fixtures_dir))
     rows = query(
@@ -90,6 +105,7 @@ def test_dimensions_cover_the_facts(built, staged_database) -> None:
     ) == [("2025-W01", date(2024, 12, 30), date(2025, 1, 5))]
 
 
+@pytest.mark.slow  # several day/week builds in a row (make e2e)
 def test_rebuilding_days_and_weeks_in_another_order_is_identical(built, staged_database) -> None:
     # a week first, then the days under it and an older one, each rebuilt alone
     dbt.build_retention_week(date(2024, 9, 30))
@@ -98,6 +114,7 @@ def test_rebuilding_days_and_weeks_in_another_order_is_identical(built, staged_d
     assert snapshot(staged_database) == built
 
 
+@pytest.mark.slow  # several day/week builds in a row (make e2e)
 def test_rebuilding_a_period_without_rows_empties_it(built, staged_database) -> None:
     # stale rows for a day and a week that staging has no orders for
     execute(
@@ -122,6 +139,7 @@ def test_rebuilding_a_period_without_rows_empties_it(built, staged_database) -> 
     assert snapshot(staged_database) == built
 
 
+@pytest.mark.slow  # several day/week builds in a row (make e2e)
 def test_rebuilding_an_older_day_keeps_the_newest_dimension_names(built, staged_database) -> None:
     """A name changed on the latest day survives a later rebuild of an earlier day."""
     rename_city = "update staging.user_order_log set city_name = %s"
@@ -146,6 +164,7 @@ def test_rebuilding_an_older_day_keeps_the_newest_dimension_names(built, staged_
     assert snapshot(staged_database) == built
 
 
+@pytest.mark.slow  # several day/week builds in a row (make e2e)
 def test_an_order_line_moved_to_another_day_is_not_duplicated(built, staged_database) -> None:
     moved = query(
         staged_database,

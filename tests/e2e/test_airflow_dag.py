@@ -10,7 +10,8 @@ Saturday 2024-10-05 are preloaded with the CLI, then the DAG runs:
     Sunday's increment also corrects lines of 2024-09-28 (W39, built by the CLI), so
     that day and W39 are rebuilt in the same run;
 (b) Tuesday 2024-10-08 -> D = 2024-10-07: the day loaded, retention untouched;
-(c) Thursday 2024-10-10 -> D = 2024-10-09, a NOT FOUND day: nothing loaded, success;
+(c) Thursday 2024-10-10 -> D = 2024-10-09, a NOT FOUND day: nothing loaded, the day
+    recorded in staging.load_audit by the same task, success;
 then (a) again, which must leave every mart identical; and finally
 (d) 2023-04-17 -> D = 2023-04-16, a day long before the DAG was first deployed (a run
 that Airflow used to mark successful without a task while the DAG had a start_date).
@@ -33,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from ingestion.airflow_glue import airflow_connection_env
+from ingestion.config import airflow_connection_env
 from ingestion.warehouse import connect
 from support.mart_expectations import expected_marts
 from support.mart_tables import actual_marts
@@ -136,7 +137,8 @@ def _query(settings: Mapping[str, str], sql: str, *params: Any) -> list[tuple[An
 
 @pytest.fixture(scope="module")
 def scenario(make_database, tmp_path_factory: pytest.TempPathFactory) -> Scenario:
-    from ingestion.report_api import LocalApiConfig, LocalReportApi
+    from ingestion.pipeline import local_api_settings
+    from local_report_api import LocalApiConfig, LocalReportApi
 
     warehouse = make_database()
     airflow_home = tmp_path_factory.mktemp("airflow_home")
@@ -156,9 +158,9 @@ def scenario(make_database, tmp_path_factory: pytest.TempPathFactory) -> Scenari
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+            "AIRFLOW__COSMOS__ENABLE_CACHE_DBT_YAML_SELECTORS": "False",
             "DO_NOT_TRACK": "1",
-            "INGESTION_WORKDIR": str(airflow_home / "increments"),
-            **airflow_connection_env(warehouse, api.settings, warehouse_form="uri"),
+            **airflow_connection_env(warehouse, local_api_settings(api), warehouse_form="uri"),
         }
         # Saturday and the days before it, loaded and built by the CLI (no Airflow).
         cli_env = {
@@ -201,9 +203,9 @@ def _assert_succeeded(run: DagRunResult) -> None:
 def test_monday_run_loads_sunday_and_builds_the_week(scenario: Scenario) -> None:
     run = scenario.runs["monday"]
     _assert_succeeded(run)
-    assert run.tasks["load_staging"] == "success"
-    assert run.tasks["increment_not_found"] == "skipped"
-    assert run.tasks["no_retention_today"] == "skipped"
+    assert run.tasks["load_day"] == "success"
+    assert run.tasks["has_weeks_to_build"] == "success"
+    assert run.tasks["end"] == "success"
     # one task per model: `dbt build` of f_customer_retention and its tests
     assert run.tasks[RETENTION_BUILD] == "success"
     assert date(2024, 10, 6) in scenario.staging_days["monday"]
@@ -246,9 +248,11 @@ def test_monday_run_loads_sunday_and_builds_the_week(scenario: Scenario) -> None
 def test_weekday_run_loads_the_day_and_leaves_retention_untouched(scenario: Scenario) -> None:
     run = scenario.runs["weekday"]
     _assert_succeeded(run)
-    assert run.tasks["load_staging"] == "success"
-    assert run.tasks["no_retention_today"] == "success"
+    assert run.tasks["load_day"] == "success"
+    # the short-circuit skips the retention group only: `end` still runs
+    assert run.tasks["has_weeks_to_build"] == "success"
     assert run.tasks[RETENTION_BUILD] == "skipped"
+    assert run.tasks["end"] == "success"
     assert date(2024, 10, 7) in scenario.staging_days["weekday"]
     before, after = scenario.marts["monday"], scenario.marts["weekday"]
     assert after["f_customer_retention"] == before["f_customer_retention"]
@@ -263,10 +267,18 @@ def test_weekday_run_loads_the_day_and_leaves_retention_untouched(scenario: Scen
 def test_not_found_day_loads_nothing_and_succeeds(scenario: Scenario) -> None:
     run = scenario.runs["not_found"]
     _assert_succeeded(run)
-    assert run.tasks["increment_not_found"] == "success"
-    assert run.tasks["load_staging"] == "skipped"
-    assert run.tasks["no_retention_today"] == "success"
+    # one task asked for the increment, got NOT FOUND and recorded the day
+    assert run.tasks["load_day"] == "success"
+    assert run.tasks[RETENTION_BUILD] == "skipped"
+    assert run.tasks["end"] == "success"
     assert "NOT FOUND" in run.output
+    recorded = _query(
+        scenario.warehouse,
+        "select distinct outcome from staging.load_audit where start_day = %s and end_day = %s",
+        date(2024, 10, 9),
+        date(2024, 10, 9),
+    )
+    assert recorded == [("not_found",)]
     assert scenario.staging_days["not_found"] == scenario.staging_days["weekday"]
     assert date(2024, 10, 9) not in scenario.staging_days["not_found"]
     assert scenario.marts["not_found"] == scenario.marts["weekday"]

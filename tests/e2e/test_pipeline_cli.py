@@ -7,13 +7,14 @@ Expected values are computed independently from the CSV files (``support.mart_ex
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 
 import pytest
 
 from ingestion import dbt
 from ingestion.cli import main
-from ingestion.report_api import LocalApiConfig, LocalReportApi
+from local_report_api import LocalApiConfig, LocalReportApi
 from support.mart_expectations import order_lines, retention, signed_sums_per_day
 from support.mart_tables import query, snapshot
 
@@ -97,11 +98,57 @@ def test_retention_matches_the_extracts_per_week(first_run, fixtures_dir):
 
 def test_not_found_days_are_reported_and_runs_are_idempotent(first_run, capsys):
     before = snapshot(first_run)
+    loaded = query(first_run, "select sum(rows_loaded) from staging.load_audit"
+                   " where start_day in ('2024-10-01', '2024-10-02')")[0][0]  # fmt: skip
     capsys.readouterr()
     assert _run(date(2024, 10, 1), END) == 0
-    output = capsys.readouterr().out
+    output, log = capsys.readouterr()
     assert "days with no increment: 2024-10-03, 2024-10-04, 2024-10-05, 2024-10-06" in output
     assert snapshot(first_run) == before
+    # not a terminal: the progress bar's last state only, as one plain line (same rows again)
+    assert re.search(rf"^done .* 6/6 days, {loaded:,} rows loaded", log, re.MULTILINE), log
+    assert "\x1b" not in output + log
+
+
+def test_status_shows_loads_marts_freshness_and_failures(first_run, capsys):
+    capsys.readouterr()
+    assert main(["status"]) == 0
+    output = capsys.readouterr().out
+    assert "\x1b" not in output
+    rows = {line.split()[0]: line.split() for line in output.splitlines() if line[:3] == "  2"}
+    audit = query(
+        first_run,
+        "select start_day, end_day, table_name, rows_loaded from staging.load_audit"
+        " where outcome = 'loaded'",
+    )
+    loaded = {(first, last, table): rows for first, last, table, rows in audit}
+    tables = ("user_order_log", "user_activity_log", "customer_research", "price_log")
+    # the recorded 2024-10-02 has no customer_research file (HTTP 404): a blank cell
+    outcomes = {
+        "2024-09-08..2024-09-30": ["loaded"],
+        "2024-10-01": ["loaded"],
+        "2024-10-02": ["loaded,", "missing", "(404)"],
+    }
+    for day, outcome in outcomes.items():
+        first, _, last = day.partition("..")
+        key = (date.fromisoformat(first), date.fromisoformat(last or first))
+        counts = [str(loaded[(*key, table)]) for table in tables if (*key, table) in loaded]
+        assert len(counts) == (3 if day == "2024-10-02" else 4)
+        assert rows[day][1 : 1 + len(outcome) + len(counts)] == [*outcome, *counts]
+    for day in ("2024-10-03", "2024-10-04", "2024-10-05", "2024-10-06"):
+        assert rows[day][1:3] == ["NOT", "FOUND"] and len(rows[day]) == 6  # no row counts
+    days, lines = query(first_run, "select count(distinct date_id), count(*) from mart.f_sales")[0]
+    assert re.search(
+        rf"mart\.f_sales +2024-09-08\.\.2024-10-02 +{days} day\(s\), {lines} lines", output
+    )
+    assert days == 25
+    assert re.search(r"mart\.f_customer_retention +2024-W36\.\.2024-W40 +5 week\(s\)", output)
+    assert (
+        "Source freshness: latest day loaded 2024-10-02, latest day processed 2024-10-06"
+        f" (NOT FOUND); today is {date.today()}, {(date.today() - END).days} day(s) later."
+    ) in output
+    assert "Failures: not recorded in the warehouse" in output
+    assert "Last file the API did not have (404): 2024-10-02 customer_research." in output
 
 
 def test_rebuilding_days_and_weeks_in_another_order_gives_the_same_marts(first_run):

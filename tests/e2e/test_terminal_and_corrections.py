@@ -22,7 +22,7 @@ import pytest
 
 from ingestion.cli import main
 from ingestion.dbt import DBT_PROJECT_DIR
-from ingestion.report_api import LocalApiConfig, LocalReportApi
+from local_report_api import LocalApiConfig, LocalReportApi
 from support.mart_expectations import expected_marts
 from support.mart_tables import actual_marts, query
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ingestion import cli, loader
-from ingestion.report_api import LocalApiConfig, LocalReportApi
+from local_report_api import LocalApiConfig, LocalReportApi
 from support.extract_files import set_field
 from support.mart_tables import query
 

@@ -29,7 +29,8 @@ from ingestion.client import (
     fetch_files,
 )
 from ingestion.config import ApiSettings, ConfigurationError
-from ingestion.report_api import LocalApiConfig, LocalReportApi
+from ingestion.pipeline import local_api_settings
+from local_report_api import LocalApiConfig, LocalReportApi
 
 KEY = "secret-key-7b2d41"
 LOGICAL_NAMES = {"user_order_log", "user_activity_log", "customer_research", "price_log"}
@@ -48,7 +49,7 @@ def api() -> Iterator[LocalReportApi]:
 
 @pytest.fixture
 def client(api: LocalReportApi) -> Iterator[ReportApiClient]:
-    with _client(api.settings) as report_client:
+    with _client(local_api_settings(api)) as report_client:
         yield report_client
 
 
@@ -120,7 +121,7 @@ def test_wait_for_report_polls_through_running(
 
 def test_wait_for_report_deadline_raises_report_timeout() -> None:
     config = LocalApiConfig(api_key=KEY, running_polls=10_000)
-    with LocalReportApi(config) as server, _client(server.settings) as report_client:
+    with LocalReportApi(config) as server, _client(local_api_settings(server)) as report_client:
         task_id = report_client.generate_report()
         started = time.monotonic()
         with pytest.raises(ReportTimeout) as raised:
@@ -212,7 +213,7 @@ def test_download_server_error_after_retries_is_download_error(tmp_path: Path) -
     config = LocalApiConfig(api_key=KEY, fail_first={"/files/anything.csv": 100})
     with (
         LocalReportApi(config) as server,
-        _client(server.settings) as report_client,
+        _client(local_api_settings(server)) as report_client,
         pytest.raises(DownloadError, match="anything.csv"),
     ):
         report_client.download(f"{server.url}/files/anything.csv", tmp_path / "a.csv")
@@ -243,8 +244,13 @@ def test_key_never_appears_in_logs_reprs_or_errors(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     messages: list[str] = []
-    with _client(api.settings) as report_client:
-        messages += [repr(report_client), repr(api.settings), repr(api), repr(api.config)]
+    with _client(local_api_settings(api)) as report_client:
+        messages += [
+            repr(report_client),
+            repr(local_api_settings(api)),
+            repr(api),
+            repr(api.config),
+        ]
         report = report_client.wait_for_report(
             report_client.generate_report(), initial_delay_s=0.01
         )
@@ -268,9 +274,9 @@ def test_key_never_appears_in_logs_reprs_or_errors(
 
 
 def test_transient_503_is_retried_for_get_and_post(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="ingestion.report_api.server")
+    caplog.set_level(logging.INFO, logger="local_report_api.app")
     config = LocalApiConfig(api_key=KEY, fail_first={"/generate_report": 2, "/get_increment": 2})
-    with LocalReportApi(config) as server, _client(server.settings) as report_client:
+    with LocalReportApi(config) as server, _client(local_api_settings(server)) as report_client:
         report = report_client.wait_for_report(
             report_client.generate_report(), initial_delay_s=0.01
         )
@@ -283,7 +289,7 @@ def test_transient_503_is_retried_for_get_and_post(caplog: pytest.LogCaptureFixt
 
 def test_retry_after_is_respected() -> None:
     config = LocalApiConfig(api_key=KEY, fail_first={"/generate_report": 1}, fail_retry_after_s=1)
-    with LocalReportApi(config) as server, _client(server.settings) as report_client:
+    with LocalReportApi(config) as server, _client(local_api_settings(server)) as report_client:
         started = time.monotonic()
         report_client.generate_report()
         assert time.monotonic() - started >= 1
@@ -293,7 +299,7 @@ def test_persistent_5xx_gives_up_with_a_clear_error() -> None:
     config = LocalApiConfig(api_key=KEY, fail_first={"/generate_report": 100})
     with (
         LocalReportApi(config) as server,
-        _client(server.settings) as report_client,
+        _client(local_api_settings(server)) as report_client,
         pytest.raises(ReportApiError, match="503"),
     ):
         report_client.generate_report()

@@ -7,11 +7,13 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import pytest
 
 from ingestion.dates import (
+    DayOutsideCalendar,
     is_week_end,
     iso_week_bounds,
     iso_week_id,
     parse_day,
     report_day,
+    resolve_run_dates,
     week_starts_ending_within,
 )
 
@@ -135,3 +137,35 @@ def test_parse_day() -> None:
     for bad in ("", "06.10.2024", "2024-13-01", None):
         with pytest.raises(ValueError, match="YYYY-MM-DD"):
             parse_day(bad)  # type: ignore[arg-type]
+
+
+def test_resolve_run_dates_prefers_the_param_then_the_logical_date() -> None:
+    monday = datetime(2024, 10, 7, 3, tzinfo=UTC)
+    later = datetime(2024, 10, 9, 12, tzinfo=UTC)
+    assert resolve_run_dates(logical_date=monday, run_after=later).day == date(2024, 10, 6)
+    assert resolve_run_dates(logical_date=None, run_after=later).day == date(2024, 10, 8)
+    manual = resolve_run_dates(logical_date=None, run_after=later, day_param="2024-10-02")
+    assert manual.day == date(2024, 10, 2) and not manual.build_week
+    forced = resolve_run_dates(
+        logical_date=None, run_after=later, day_param="2024-10-02", rebuild_week_param=True
+    )
+    assert forced.build_week and forced.as_xcom()["week_start"] == "2024-09-30"
+    sunday = resolve_run_dates(logical_date=monday, run_after=monday).as_xcom()
+    assert sunday["build_week"] and sunday["week_id"] == "2024-W40"
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        resolve_run_dates(logical_date=monday, run_after=monday, day_param="06/10/2024")
+
+
+@pytest.mark.parametrize(
+    ("logical_date", "day_param", "day"),
+    [
+        (datetime(2020, 1, 1, 3, tzinfo=UTC), None, "2019-12-31"),
+        (datetime(2024, 10, 7, 3, tzinfo=UTC), "2031-01-01", "2031-01-01"),
+    ],
+)
+def test_a_day_outside_the_dbt_calendar_is_refused(logical_date, day_param, day) -> None:
+    with pytest.raises(DayOutsideCalendar, match=f"{day}.*2020-01-01..2030-12-31"):
+        resolve_run_dates(logical_date=logical_date, run_after=logical_date, day_param=day_param)
+    # The calendar's own ends are days like any other.
+    for edge in ("2020-01-01", "2030-12-31"):
+        assert resolve_run_dates(logical_date=None, run_after=logical_date, day_param=edge)

@@ -21,7 +21,7 @@ import pytest
 
 from ingestion.loader import SPECS, load_increment, load_report
 from ingestion.migrate import migrate
-from ingestion.report_api import LocalApiConfig, LocalReportApi
+from local_report_api import LocalApiConfig, LocalReportApi
 from support.extract_files import fetch_rows as query
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

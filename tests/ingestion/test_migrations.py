@@ -25,6 +25,7 @@ EXPECTED_MIGRATIONS = [
     "0005_load_audit",
     "0006_date_indexes",
     "0007_source_day",
+    "0008_roles",
 ]
 
 # docs/contracts.md, as information_schema spells the types.
@@ -196,7 +197,7 @@ def test_failed_migration_is_rolled_back_and_named(pg_conn, tmp_path: Path) -> N
     with pytest.raises(MigrationError, match="0099_broken"):
         migrate(pg_conn, directory)
     assert scalar(pg_conn, "select to_regclass('staging.half_done')") is None
-    assert scalar(pg_conn, "select max(version) from staging.schema_migrations") == "0007"
+    assert scalar(pg_conn, "select max(version) from staging.schema_migrations") == "0008"
     # The lock was released: a later run proceeds.
     assert migrate(pg_conn) == []
 

@@ -11,7 +11,8 @@ from datetime import date
 import pytest
 
 from ingestion.client import NotFound, ReportApiClient
-from ingestion.report_api import LocalApiConfig, LocalReportApi
+from ingestion.pipeline import local_api_settings
+from local_report_api import LocalApiConfig, LocalReportApi
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def test_report_window_is_read_from_the_extracts(recorded_api):
 
 
 def test_report_files_are_the_recorded_bytes(recorded_api, fixtures_dir, tmp_path):
-    client = ReportApiClient(recorded_api.settings)
+    client = ReportApiClient(local_api_settings(recorded_api))
     report = client.wait_for_report(client.generate_report(), initial_delay_s=0.01)
     paths = client.fetch_files(report.files, tmp_path)
     for name in ("user_order_log", "user_activity_log", "customer_research", "price_log"):
@@ -35,7 +36,7 @@ def test_report_files_are_the_recorded_bytes(recorded_api, fixtures_dir, tmp_pat
 
 
 def test_increments_missing_files_and_missing_days(recorded_api, fixtures_dir, tmp_path):
-    client = ReportApiClient(recorded_api.settings)
+    client = ReportApiClient(local_api_settings(recorded_api))
     report = client.wait_for_report(client.generate_report(), initial_delay_s=0.01)
 
     increment = client.get_increment(report.report_id, date(2024, 10, 2))

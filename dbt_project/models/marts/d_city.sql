@@ -1,7 +1,7 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='period_replace',
+        incremental_strategy='period_delete+insert',
         period_grain='day',
         period_column='last_ordered_at',
         period_column_kind='timestamp',

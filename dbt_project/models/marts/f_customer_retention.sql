@@ -1,7 +1,7 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='period_replace',
+        incremental_strategy='period_delete+insert',
         period_grain='week',
         period_column='period_id',
         period_column_kind='iso_week',

@@ -1,7 +1,7 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='period_replace',
+        incremental_strategy='period_delete+insert',
         period_grain='day',
         period_column='date_id',
         period_column_kind='date_id',
@@ -18,8 +18,11 @@
 {#-
     full_refresh=false: the table may hold history that staging no longer has (rows
     kept from a legacy deployment), which a rebuild from staging would lose.
-    The dimensions are listed below so that they are built before the facts that join them.
+    The dimensions are listed below so that they are built before the facts that join them,
+    and the staging view the ephemeral int_order_lines_filtered_to_period reads, so that its
+    build and tests gate this model directly (dbt does not pass an ephemeral's parents on).
 -#}
+-- depends_on: {{ ref('stg_report_api__user_order_log') }}
 -- depends_on: {{ ref('d_calendar') }}, {{ ref('d_city') }}
 -- depends_on: {{ ref('d_customer') }}, {{ ref('d_item') }}
 
@@ -27,8 +30,7 @@ with
 
 order_lines as (
 
-    select * from {{ ref('stg_report_api__user_order_log') }}
-    where {{ period_filter('ordered_at', 'day', 'timestamp') }}
+    select * from {{ ref('int_order_lines_filtered_to_period') }}
 
 ),
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ingestion.report_api import LocalApiConfig, LocalReportApi, synthetic
+from local_report_api import LocalApiConfig, LocalReportApi, synthetic
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "course_api"
 KEY = "test-key-3f1e9c"

@@ -1,0 +1,1 @@
+"""Deployment checks: ``python -m deploy.celery_check`` (``make celery-check``)."""
