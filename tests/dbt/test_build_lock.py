@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import threading
 
 import pytest
@@ -43,8 +44,19 @@ def _dbt_build(
         str(dbt.DBT_PROJECT_DIR),
         "--no-use-colors",
     ]
-    env = {**os.environ, **settings, "DO_NOT_TRACK": "1", **dict(extra_env)}
-    return subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    # Each invocation gets its own target and log folders, as each Cosmos task runs dbt
+    # in its own copy of the project: the test is about the warehouse, not about two
+    # processes writing one target/ folder.
+    with tempfile.TemporaryDirectory(prefix="dbt-lock-") as scratch:
+        env = {
+            **os.environ,
+            **settings,
+            "DO_NOT_TRACK": "1",
+            "DBT_TARGET_PATH": os.path.join(scratch, "target"),
+            "DBT_LOG_PATH": os.path.join(scratch, "logs"),
+            **dict(extra_env),
+        }
+        return subprocess.run(command, env=env, capture_output=True, text=True, check=False)
 
 
 @pytest.mark.slow  # three dbt builds, two at once (make e2e)
@@ -67,7 +79,8 @@ def test_two_dbt_runs_of_the_same_days_at_once_equal_one_build(staged_database) 
         thread.start()
     for thread in threads:
         thread.join(timeout=600)
-    assert [result.returncode for result in results] == [0, 0], results[0].stdout[-3000:]
+    failed = [run.stdout[-4000:] + run.stderr[-2000:] for run in results if run.returncode]
+    assert len(results) == 2 and not failed, "\n\n".join(failed)
     assert _day_marts(staged_database) == once
     # every model's lock was released with its post-hook or its connection
     assert query(
