@@ -136,7 +136,10 @@ def test_sales_group_builds_dimensions_and_f_sales_for_the_day(dag) -> None:
     for view in ("user_order_log", "user_activity_log", "customer_research", "price_log"):
         assert build_task(f"stg_report_api__{view}") in ids, view
     # One Airflow task per model: `dbt build` of the model and its tests, in dbt's process.
-    assert set(ids) == {build_task(model) for model in SALES_GROUP_MODELS}
+    # ... and one for the customer history snapshot, after d_customer
+    history = "build_sales_mart.d_customer_history_snapshot_build"
+    assert set(ids) == {build_task(model) for model in SALES_GROUP_MODELS} | {history}
+    assert build_task("d_customer") in dag.get_task(history).upstream_task_ids
     assert not any("f_customer_retention" in t for t in ids)
     # The staging view's build (its tests included) gates every mart that reads it, so a
     # failing staging test stops the marts.
@@ -175,12 +178,18 @@ def test_task_groups_render_the_models_dbt_selects_for_their_selectors(
     dag, group: str, selector: str, tmp_path: Path
 ) -> None:
     """Cosmos resolves the dbt_project/selectors.yml selector (from the manifest) as dbt
-    does for `dbt build --selector`: one task per model, none for an ephemeral model."""
-    from support.dbt_ls import dbt_ls, model_names
+    does for `dbt build --selector`: one task per model or snapshot, none for an ephemeral
+    model."""
+    from support.dbt_ls import dbt_ls
 
-    models = model_names(dbt_ls(["--selector", selector, "--resource-type", "model"], tmp_path))
-    assert models
-    assert set(_dbt_tasks(dag, group)) == {build_task(model, group) for model in models}
+    nodes = dbt_ls(
+        ["--selector", selector, "--resource-type", "model", "--resource-type", "snapshot"],
+        tmp_path,
+    )
+    assert nodes
+    assert set(_dbt_tasks(dag, group)) == {
+        f"{group}.{node.split('.')[-1]}_{node.split('.')[0]}_build" for node in nodes
+    }
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ FORMER_SALES_SELECT = [
     "+d_item",
     "d_calendar",
     "+f_sales",
+    "path:snapshots",  # the customer history, added since
 ]
 FORMER_RETENTION_SELECT = ["f_customer_retention"]
 FORMER_OPTIONS = ["--indirect-selection", "buildable", "--exclude", "config.materialized:ephemeral"]
@@ -69,6 +70,8 @@ def test_selector_picks_the_nodes_of_the_former_select(
     selected = ls("--selector", selector)
     assert selected == ls("--select", *former_select, *FORMER_OPTIONS)
     assert model_names(selected) == models
+    snapshots = {node for node in selected if node.startswith("snapshot.")}
+    assert snapshots == ({"snapshot.retail.d_customer_history"} if "sales" in selector else set())
     tests = {node for node in selected if node.startswith(("test.", "unit_test."))}
     assert tests, selector  # the models' tests, selected indirectly
 
