@@ -80,6 +80,19 @@ def test_parse_and_docs_generate(warehouse: dict[str, str]) -> None:
         assert readers and readers <= tested, name
     unit_tests = {test["name"] for test in manifest["unit_tests"].values()}
     assert len(unit_tests) >= 5
+    # every mart has an enforced contract: each column typed (dbt checks the SQL's
+    # columns against them before it writes; a mismatch fails that model's build)
+    for name in marts:
+        node = models[name]
+        assert node["contract"]["enforced"] is True, name
+        assert all(spec["data_type"] for spec in node["columns"].values()), name
+    # the report is declared, on the mart it reads
+    exposure = manifest["exposures"]["exposure.retail.retention_report"]
+    assert exposure["depends_on"]["nodes"] == ["model.retail.f_customer_retention"]
+    # the customer history is a snapshot in mart, documented column by column
+    history = manifest["nodes"]["snapshot.retail.d_customer_history"]
+    assert history["schema"] == "mart" and history["description"].strip()
+    assert all(spec["description"].strip() for spec in history["columns"].values())
 
 
 def test_week_start_must_be_a_monday(warehouse: dict[str, str]) -> None:
