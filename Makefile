@@ -10,7 +10,7 @@ export AIRFLOW__COSMOS__ENABLE_CACHE_DBT_YAML_SELECTORS := False
 # Cosmos and `airflow dags test` look for the `dbt` executable on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv demo status test e2e lint format lock clean bench celery-check report
+.PHONY: venv demo status test e2e lint format lock clean bench celery-check report browser
 
 venv: $(VENV)/.installed
 
@@ -41,6 +41,14 @@ test: venv  ## the test suite without the end-to-end runs (a few minutes)
 
 e2e: venv  ## the end-to-end runs (real Airflow runs, the CLI over whole ranges, the property test)
 	$(BIN)/pytest -m slow
+
+# The browser tests (tests/e2e/test_browser.py) skip without it, and fail in CI.
+browser:  ## Debian's chromium for the browser tests (as root, or with sudo)
+	@command -v chromium >/dev/null || { \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q chromium \
+	  || { $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q chromium; }; }
+	@chromium --version
 
 lint: venv  ## ruff for Python, sqlfluff (postgres dialect) for the dbt SQL
 	$(BIN)/ruff check .

@@ -354,7 +354,8 @@ def test_ci_runs_the_celery_check_after_the_tests() -> None:
         for line in (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
         if line.strip().startswith("make ")
     ]
-    assert lines == ["make lint", "make test", "make e2e", "make celery-check"]
+    # `make browser` installs Debian's chromium for the browser tests of `make e2e`
+    assert lines == ["make lint", "make test", "make browser", "make e2e", "make celery-check"]
     makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
     assert re.search(
         r"^celery-check: .*\n\t\$\(BIN\)/python -m deploy\.celery_check$", makefile, re.M
