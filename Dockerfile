@@ -24,6 +24,7 @@ RUN pip install --no-cache-dir \
 COPY --chown=airflow:root pyproject.toml /opt/airflow/project/
 COPY --chown=airflow:root ingestion /opt/airflow/project/ingestion
 COPY --chown=airflow:root retention_report /opt/airflow/project/retention_report
+COPY --chown=airflow:root sales_mart_plugin /opt/airflow/project/sales_mart_plugin
 RUN pip install --no-cache-dir --no-deps /opt/airflow/project
 COPY --chown=airflow:root dags /opt/airflow/dags
 COPY --chown=airflow:root dbt_project /opt/airflow/dbt_project

@@ -51,7 +51,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -61,6 +61,8 @@ import psycopg2
 import requests
 import yaml
 from psycopg2 import sql
+
+from ingestion.dates import iso_week_id
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
@@ -628,6 +630,9 @@ class AirflowApi:
     def run_state(self, run_id: str) -> str:
         return self.json("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
 
+    def run_note(self, run_id: str) -> str | None:
+        return self.json("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")["note"]
+
     def task_instances(self, run_id: str) -> list[dict[str, Any]]:
         path = f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances"
         return self.json("GET", path, params={"limit": 100})["task_instances"]
@@ -749,6 +754,12 @@ def check_two_workers(stack: Stack) -> Marts:
     say("task instances per worker: " + ", ".join(f"{n} {c}" for n, c in per_worker.items()))
     if not all(per_worker.values()):
         raise CheckFailed(f"run {run_id} did not use both workers: {per_worker}")
+    # the scheduler's run-note listener (package sales_mart_plugin) named the run's day
+    note = stack.api.run_note(run_id)
+    say(f"run note: {note}")
+    expected = f"day {SUNDAY} · week {iso_week_id(date.fromisoformat(SUNDAY))}"
+    if note != expected:
+        raise CheckFailed(f"run {run_id} has the note {note!r}, not {expected!r}")
     return snapshot_marts(stack.site.pg, stack.site.warehouse_db)
 
 

@@ -15,6 +15,7 @@ PACKAGES = {
     "local_report_api": REPO_ROOT / "local_report_api",
     "retention_report": REPO_ROOT / "retention_report",
     "sales_mart_support": REPO_ROOT / "dags" / "sales_mart_support",
+    "sales_mart_plugin": REPO_ROOT / "sales_mart_plugin",
     "deploy": REPO_ROOT / "deploy",
     "benchmarks": REPO_ROOT / "benchmarks",
 }
@@ -26,6 +27,7 @@ ALLOWED = {
     # (lazily, never at import)
     "ingestion": {"local_report_api", "retention_report"},
     "sales_mart_support": {"ingestion"},
+    "sales_mart_plugin": {"ingestion"},
     "deploy": {"ingestion", "local_report_api"},
     "benchmarks": {"ingestion", "local_report_api", "sales_mart_support"},
 }

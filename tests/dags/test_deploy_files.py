@@ -55,7 +55,8 @@ def test_dockerfile_builds_from_the_pinned_airflow_image_and_bakes_the_manifest(
     assert re.search(r"pip install .*-r \S*requirements\.txt", text.replace("\\\n", " "))
     assert re.search(r"-c \S*constraints\.txt", text)
     assert "dbt parse" in text and "manifest.json" in text
-    for path in ("dags", "dbt_project", "ingestion", "retention_report"):
+    # sales_mart_plugin: the run-note listener, an Airflow plugin by entry point
+    for path in ("dags", "dbt_project", "ingestion", "retention_report", "sales_mart_plugin"):
         assert re.search(rf"^COPY .*\b{path}\b", text, flags=re.MULTILINE), path
     assert "ENABLE_TELEMETRY=False" in text
     # no Airflow Variable read at DAG parse (Cosmos caches the parsed dbt selectors there)

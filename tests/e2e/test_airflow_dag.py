@@ -58,6 +58,7 @@ class DagRunResult:
     state: str
     tasks: dict[str, str]
     output: str
+    note: str | None
 
 
 @dataclass
@@ -85,8 +86,10 @@ def _dags_test(scenario: Scenario, logical_date: str) -> DagRunResult:
         [str(VENV_BIN / "airflow"), "dags", "test", "sales_mart", logical_date], scenario.env
     )
     with sqlite3.connect(scenario.airflow_home / "airflow.db") as meta:
-        run_id, state = meta.execute(
-            "select run_id, state from dag_run where dag_id = 'sales_mart' order by id desc limit 1"
+        run_id, state, note = meta.execute(
+            "select run_id, state, content from dag_run"
+            " left join dag_run_note on dag_run_note.dag_run_id = dag_run.id"
+            " where dag_id = 'sales_mart' order by id desc limit 1"
         ).fetchone()
         tasks = dict(
             meta.execute(
@@ -95,7 +98,7 @@ def _dags_test(scenario: Scenario, logical_date: str) -> DagRunResult:
                 (run_id,),
             ).fetchall()
         )
-    return DagRunResult(state=state, tasks=tasks, output=output)
+    return DagRunResult(state=state, tasks=tasks, output=output, note=note)
 
 
 def _snapshot_marts(settings: Mapping[str, str]) -> dict[str, list[tuple[Any, ...]]]:
@@ -209,6 +212,8 @@ def test_monday_run_loads_sunday_and_builds_the_week(scenario: Scenario) -> None
     # one task per model: `dbt build` of f_customer_retention and its tests
     assert run.tasks[RETENTION_BUILD] == "success"
     assert date(2024, 10, 6) in scenario.staging_days["monday"]
+    # the runs list names the day and week (the run-note listener, sales_mart_plugin)
+    assert run.note == "day 2024-10-06 · week 2024-W40"
 
     marts = scenario.marts["monday"]
     assert len(marts["f_sales"]) > len(scenario.marts["before"]["f_sales"])
@@ -249,6 +254,7 @@ def test_weekday_run_loads_the_day_and_leaves_retention_untouched(scenario: Scen
     run = scenario.runs["weekday"]
     _assert_succeeded(run)
     assert run.tasks["load_day"] == "success"
+    assert run.note == "day 2024-10-07"  # no week on a weekday
     # the short-circuit skips the retention group only: `end` still runs
     assert run.tasks["has_weeks_to_build"] == "success"
     assert run.tasks[RETENTION_BUILD] == "skipped"
@@ -267,6 +273,7 @@ def test_weekday_run_loads_the_day_and_leaves_retention_untouched(scenario: Scen
 def test_not_found_day_loads_nothing_and_succeeds(scenario: Scenario) -> None:
     run = scenario.runs["not_found"]
     _assert_succeeded(run)
+    assert run.note == "day 2024-10-09"
     # one task asked for the increment, got NOT FOUND and recorded the day
     assert run.tasks["load_day"] == "success"
     assert run.tasks[RETENTION_BUILD] == "skipped"

@@ -1,0 +1,90 @@
+"""Airflow plugin: a ``sales_mart`` run's note names the day it processes.
+
+The runs list shows a manual run's trigger time, not the ``day`` it reloads, and a
+scheduled run's date is the day *after* the one it loads. A DAG-run listener writes the
+note ``day 2024-10-06 · week 2024-W40`` (the week when the run builds one), computed the
+way the run's first task computes it (:func:`ingestion.dates.resolve_run_dates`): in the
+scheduler when the run starts, and at the latest when it ends (``airflow dags test``
+runs no scheduler). A note someone already wrote is never replaced.
+
+Installed with the project (``pip install``), registered through the ``airflow.plugins``
+entry point (pyproject.toml), so the scheduler, the workers and ``airflow dags test``
+load it without a plugins folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from textwrap import shorten
+from typing import Any
+
+from airflow.listeners import hookimpl
+from airflow.plugins_manager import AirflowPlugin
+from sqlalchemy.orm import object_session
+
+from ingestion.dates import iso_week_id, resolve_run_dates
+
+log = logging.getLogger(__name__)
+
+DAG_ID = "sales_mart"
+
+
+def run_note(conf: dict[str, Any] | None, logical_date: Any, run_after: Any) -> str:
+    """The note of a ``sales_mart`` run with this conf and these dates."""
+    conf = conf or {}
+    try:
+        dates = resolve_run_dates(
+            logical_date=logical_date,
+            run_after=run_after,
+            day_param=conf.get("day"),
+            rebuild_week_param=bool(conf.get("rebuild_week")),
+        )
+    except ValueError as error:  # the run's first task fails with the same message
+        return f"no day: {shorten(str(error), 120)}"
+    note = f"day {dates.day.isoformat()}"
+    if dates.build_week:
+        note += f" · week {iso_week_id(dates.day)}"
+    return note
+
+
+def _annotate(dag_run: Any) -> None:
+    if dag_run.dag_id != DAG_ID:
+        return
+    session = object_session(dag_run)
+    if session is not None:
+        # the scheduler's session, which holds the run's row: write through it (another
+        # session would wait for that lock), committed with the scheduler's own changes
+        _write_note(dag_run)
+        return
+    # `airflow dags test` hands over a detached run: load it in a session of our own
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as own:
+        _write_note(own.get(DagRun, dag_run.id))
+
+
+def _write_note(dag_run: Any) -> None:
+    if dag_run.note:  # ours, from the run's start, or someone's
+        return
+    dag_run.note = run_note(dag_run.conf, dag_run.logical_date, dag_run.run_after)
+    log.info("run %s: note %r", dag_run.run_id, dag_run.note)
+
+
+class RunNoteListener:
+    @hookimpl
+    def on_dag_run_running(self, dag_run: Any, msg: str) -> None:
+        _annotate(dag_run)
+
+    @hookimpl
+    def on_dag_run_success(self, dag_run: Any, msg: str) -> None:
+        _annotate(dag_run)
+
+    @hookimpl
+    def on_dag_run_failed(self, dag_run: Any, msg: str) -> None:
+        _annotate(dag_run)
+
+
+class SalesMartRunNotePlugin(AirflowPlugin):
+    name = "sales_mart_run_note"
+    listeners = [RunNoteListener()]
