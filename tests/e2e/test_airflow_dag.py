@@ -22,9 +22,7 @@ client), as users write it: every task, the Cosmos dbt tasks included, must work
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,15 +34,13 @@ import pytest
 
 from ingestion.config import airflow_connection_env
 from ingestion.warehouse import connect
+from support.airflow_cli import VENV_BIN, airflow_env, cli_env, run_command
 from support.mart_expectations import expected_marts
 from support.mart_tables import actual_marts
 
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
 MARTS = ("d_calendar", "d_city", "d_customer", "d_item", "f_sales", "f_customer_retention")
-RUN_TIMEOUT_S = 900
 CORRECTED_DAY = date(2024, 10, 6)
 CORRECTIONS = 3
 FINISHED_OK = ("success", "skipped")
@@ -71,18 +67,8 @@ class Scenario:
     staging_days: dict[str, list[date]] = field(default_factory=dict)
 
 
-def _run(cmd: list[str], env: Mapping[str, str], timeout: float = RUN_TIMEOUT_S) -> str:
-    result = subprocess.run(
-        cmd, cwd=REPO_ROOT, env=dict(env), capture_output=True, text=True, timeout=timeout
-    )
-    output = result.stdout + result.stderr
-    if result.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} exited {result.returncode}:\n{output[-6000:]}")
-    return output
-
-
 def _dags_test(scenario: Scenario, logical_date: str) -> DagRunResult:
-    output = _run(
+    output = run_command(
         [str(VENV_BIN / "airflow"), "dags", "test", "sales_mart", logical_date], scenario.env
     )
     with sqlite3.connect(scenario.airflow_home / "airflow.db") as meta:
@@ -149,39 +135,17 @@ def scenario(make_database, tmp_path_factory: pytest.TempPathFactory) -> Scenari
     # re-dating them into W40 with another customer: the Monday run must rebuild both weeks.
     config = LocalApiConfig(orders_per_day=300, corrections={CORRECTED_DAY: CORRECTIONS})
     with LocalReportApi(config) as api:
-        base_env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("AIRFLOW", "PG", "REPORT_API_"))
-        }
-        env = {
-            **base_env,
-            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "AIRFLOW_HOME": str(airflow_home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
-            "AIRFLOW__COSMOS__ENABLE_CACHE_DBT_YAML_SELECTORS": "False",
-            "DO_NOT_TRACK": "1",
-            **airflow_connection_env(warehouse, local_api_settings(api), warehouse_form="uri"),
-        }
+        env = airflow_env(
+            airflow_home,
+            airflow_connection_env(warehouse, local_api_settings(api), warehouse_form="uri"),
+        )
         # Saturday and the days before it, loaded and built by the CLI (no Airflow).
-        cli_env = {
-            **base_env,
-            **warehouse,
-            "PATH": env["PATH"],
-            "DO_NOT_TRACK": "1",
-            "REPORT_API_URL": api.url,
-            "REPORT_API_KEY": api.config.api_key,
-            "REPORT_API_NICKNAME": api.config.nickname,
-            "REPORT_API_COHORT": api.config.cohort,
-        }
-        _run(
+        run_command(
             [sys.executable, "-m", "ingestion", "run"]
             + ["--start", "2024-09-23", "--end", "2024-10-05"],
-            cli_env,
+            cli_env(warehouse, api),
         )
-        _run([str(VENV_BIN / "airflow"), "db", "migrate"], env)
+        run_command([str(VENV_BIN / "airflow"), "db", "migrate"], env)
 
         result = Scenario(env=env, airflow_home=airflow_home, warehouse=warehouse)
         result.marts["before"] = _snapshot_marts(warehouse)

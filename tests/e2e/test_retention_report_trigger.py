@@ -18,11 +18,7 @@ with its own AIRFLOW_HOME (SQLite metadata), the warehouse is a fresh database.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,14 +28,12 @@ from ingestion.config import airflow_connection_env
 from ingestion.pipeline import local_api_settings
 from local_report_api import LocalApiConfig, LocalReportApi
 from retention_report.render import CHART_TITLES
+from support.airflow_cli import VENV_BIN, airflow_env, run_command
 from support.recorded_marts import WEEK_IDS, build_recorded_marts
 from support.report_html import mart_rows, report_tables
 
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
-RUN_TIMEOUT_S = 900
 RETENTION_BUILD = "build_retention_mart.f_customer_retention_model_build"
 ALIAS = "sales_mart__build_retention_mart__f_customer_retention_model_build"
 # The scheduler's question, asked of the test's metadata DB: which DAGs need a run now?
@@ -63,16 +57,6 @@ class Scenario:
     queued: dict[str, list[tuple]] = field(default_factory=dict)
     runs: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
     needing_runs: list[str] = field(default_factory=list)
-
-
-def _run(cmd: list[str], env: Mapping[str, str]) -> str:
-    result = subprocess.run(
-        cmd, cwd=REPO_ROOT, env=dict(env), capture_output=True, text=True, timeout=RUN_TIMEOUT_S
-    )
-    output = result.stdout + result.stderr
-    if result.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} exited {result.returncode}:\n{output[-6000:]}")
-    return output
 
 
 def _meta(scenario: Scenario, sql: str, *params) -> list[tuple]:
@@ -113,37 +97,28 @@ def scenario(make_database, fixtures_dir, tmp_path_factory) -> Scenario:
     reports = tmp_path_factory.mktemp("reports")
     config = LocalApiConfig.from_extracts(fixtures_dir, running_polls=1)
     with LocalReportApi(config) as api:
-        base_env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("AIRFLOW", "PG", "REPORT_API_", "RETENTION_REPORT"))
-        }
-        env = {
-            **base_env,
-            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "AIRFLOW_HOME": str(airflow_home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
-            "DO_NOT_TRACK": "1",
-            "RETENTION_REPORT_DIR": str(reports),
-            **airflow_connection_env(warehouse, local_api_settings(api), warehouse_form="uri"),
-        }
+        env = airflow_env(
+            airflow_home,
+            airflow_connection_env(warehouse, local_api_settings(api), warehouse_form="uri"),
+            RETENTION_REPORT_DIR=str(reports),
+        )
         result = Scenario(env=env, airflow_home=airflow_home, reports=reports, warehouse=warehouse)
         airflow = str(VENV_BIN / "airflow")
-        _run([airflow, "db", "migrate"], env)
-        _run([airflow, "dags", "reserialize"], env)
-        _run([airflow, "dags", "unpause", "retention_report"], env)
+        run_command([airflow, "db", "migrate"], env)
+        run_command([airflow, "dags", "reserialize"], env)
+        run_command([airflow, "dags", "unpause", "retention_report"], env)
         for name, logical_date in (
             ("weekday", "2024-10-08T03:00:00+00:00"),
             ("monday", "2024-10-07T03:00:00+00:00"),
         ):
-            result.outputs[name] = _run([airflow, "dags", "test", "sales_mart", logical_date], env)
+            result.outputs[name] = run_command(
+                [airflow, "dags", "test", "sales_mart", logical_date], env
+            )
             result.runs[name] = _last_run(result, "sales_mart")
             result.queued[name] = _queued(result)
-        needing = _run([str(VENV_BIN / "python"), "-c", NEEDING_RUNS], env)
+        needing = run_command([str(VENV_BIN / "python"), "-c", NEEDING_RUNS], env)
         result.needing_runs = json.loads(needing.strip().splitlines()[-1])
-        result.outputs["report"] = _run([airflow, "dags", "test", "retention_report"], env)
+        result.outputs["report"] = run_command([airflow, "dags", "test", "retention_report"], env)
     return result
 
 

@@ -1,0 +1,71 @@
+"""Airflow as its CLI runs it in the end-to-end tests: a subprocess with its own
+AIRFLOW_HOME (SQLite metadata), ``dags/`` as the DAG folder, the virtualenv's bin first
+on PATH (Cosmos looks for ``dbt`` there) and the connections in ``AIRFLOW_CONN_*``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+RUN_TIMEOUT_S = 900
+
+
+def run_command(cmd: list[str], env: Mapping[str, str], timeout: float = RUN_TIMEOUT_S) -> str:
+    """Run ``cmd`` from the repository root; its output, or the test fails showing it."""
+    result = subprocess.run(
+        cmd, cwd=REPO_ROOT, env=dict(env), capture_output=True, text=True, timeout=timeout
+    )
+    output = result.stdout + result.stderr
+    if result.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited {result.returncode}:\n{output[-6000:]}")
+    return output
+
+
+def _clean_env() -> dict[str, str]:
+    """This process's environment without what names Airflow settings, the warehouse, the
+    report API or the report folder; the virtualenv's bin first on PATH."""
+    base = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AIRFLOW", "PG", "REPORT_API_", "RETENTION_REPORT"))
+    }
+    return {
+        **base,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DO_NOT_TRACK": "1",
+    }
+
+
+def cli_env(warehouse: Mapping[str, str], api: Any) -> dict[str, str]:
+    """The environment of ``python -m ingestion`` against ``warehouse`` (libpq settings)
+    and a running ``local_report_api.LocalReportApi``."""
+    return {
+        **_clean_env(),
+        **warehouse,
+        "REPORT_API_URL": api.url,
+        "REPORT_API_KEY": api.config.api_key,
+        "REPORT_API_NICKNAME": api.config.nickname,
+        "REPORT_API_COHORT": api.config.cohort,
+    }
+
+
+def airflow_env(airflow_home: Path, connections: Mapping[str, str], **extra: str) -> dict[str, str]:
+    """The environment of an ``airflow`` command: only the settings and connections given."""
+    return {
+        **_clean_env(),
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+        "AIRFLOW__COSMOS__ENABLE_CACHE_DBT_YAML_SELECTORS": "False",
+        **connections,
+        **extra,
+    }
