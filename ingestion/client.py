@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 DEFAULT_TIMEOUT = (5.0, 60.0)
+# Overrides of the read timeout (seconds per read of an answer or a file chunk).
+ENV_READ_TIMEOUT = "REPORT_API_READ_TIMEOUT_S"
 _DOWNLOAD_CHUNK_BYTES = 1 << 20
 
 
@@ -147,6 +149,21 @@ def _file_label(url: str, day: date | None) -> str:
     return f"{name} for {day.isoformat()}" if day is not None else name
 
 
+def default_timeout() -> tuple[float, float]:
+    """(connect, read) timeouts: ``DEFAULT_TIMEOUT``, the read one from
+    ``REPORT_API_READ_TIMEOUT_S`` when set."""
+    read = os.environ.get(ENV_READ_TIMEOUT, "").strip()
+    if not read:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(read)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise ValueError(f"{ENV_READ_TIMEOUT}={read!r} is not a positive number of seconds")
+    return (DEFAULT_TIMEOUT[0], seconds)
+
+
 class ReportApiClient:
     """Calls the report API with the contract's headers, retries and timeouts."""
 
@@ -154,12 +171,12 @@ class ReportApiClient:
         self,
         settings: ApiSettings,
         *,
-        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        timeout: tuple[float, float] | None = None,
         session: requests.Session | None = None,
         retry: Retry | None = None,
     ) -> None:
         self._settings = settings
-        self._timeout = timeout
+        self._timeout = timeout or default_timeout()
         self._session = session or requests.Session()
         _mount_retry(self._session, retry)
 
@@ -352,7 +369,7 @@ def fetch_files(
     dest_dir: Path,
     *,
     day: date | None = None,
-    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    timeout: tuple[float, float] | None = None,
     retry: Retry | None = None,
 ) -> dict[str, Path | None]:
     """Download every file of a report or increment into ``dest_dir``.
@@ -363,7 +380,9 @@ def fetch_files(
     Passing ``day`` lets the log lines name the day a missing file belongs to.
     """
     with new_session(retry) as session:
-        return _fetch_all(session, files, Path(dest_dir), day=day, timeout=timeout)
+        return _fetch_all(
+            session, files, Path(dest_dir), day=day, timeout=timeout or default_timeout()
+        )
 
 
 def _fetch_all(

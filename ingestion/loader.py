@@ -1098,8 +1098,19 @@ def _load(
                 _audit(cur, batch_id, name, start_day, end_day, None, "missing", None)
                 summary.missing.append(name)
         conn.commit()
-    except BaseException:
-        conn.rollback()
+    except BaseException as exc:
+        if not conn.closed:
+            conn.rollback()
+            raise
+        # The warehouse ended the session (a restart, pg_terminate_backend, a network
+        # cut): the transaction is gone with it, so nothing was written. Say which load,
+        # keeping the type Airflow retries.
+        if isinstance(exc, psycopg2.OperationalError):
+            reason = " ".join(str(exc).split())
+            raise psycopg2.OperationalError(
+                f"{period} ({batch_id}): the warehouse connection was lost during the load, "
+                f"which wrote nothing: {reason}"
+            ) from exc
         raise
     log.info("%s", summary.one_line())
     return summary

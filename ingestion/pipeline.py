@@ -10,6 +10,7 @@ hand each other is JSON-able (ids, days, load summaries), never a path or a cred
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -64,8 +65,17 @@ def local_api_settings(api: LocalReportApi) -> ApiSettings:
     )
 
 
-def request_report(settings: ApiSettings, *, deadline_s: float = 300) -> Report:
-    """Ask the API to build a report and wait (bounded backoff, deadline) until it is ready."""
+REPORT_DEADLINE_S = 300.0
+ENV_REPORT_DEADLINE = "REPORT_API_DEADLINE_S"
+
+
+def request_report(settings: ApiSettings, *, deadline_s: float | None = None) -> Report:
+    """Ask the API to build a report and wait (bounded backoff, deadline) until it is ready.
+
+    The deadline: ``deadline_s``, else ``REPORT_API_DEADLINE_S``, else 300 s.
+    """
+    if deadline_s is None:
+        deadline_s = float(os.environ.get(ENV_REPORT_DEADLINE, "").strip() or REPORT_DEADLINE_S)
     client = ReportApiClient(settings)
     task_id = client.generate_report()
     log.info("report requested: task %s", task_id)

@@ -12,7 +12,6 @@ from datetime import date
 
 import psycopg2
 import pytest
-from conftest import REPORT_END, REPORT_START, staging_files
 from psycopg2 import errors, sql
 
 from ingestion import dbt
@@ -21,6 +20,7 @@ from ingestion.migrate import migrate
 from ingestion.pipeline import rebuild_plan
 from ingestion.warehouse import connect, connection
 from support.mart_tables import query
+from support.staging import REPORT_END, REPORT_START, staging_files
 
 DAY = date(2024, 10, 1)
 GROUPS = ("retail_loader", "retail_transformer", "retail_analyst")

@@ -6,10 +6,10 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from conftest import load_fixtures
 
 from ingestion import dbt
 from support.mart_tables import execute, query
+from support.staging import load_fixtures
 
 # Three first builds over a legacy deployment's tables: end to end (`make e2e`).
 pytestmark = pytest.mark.slow
