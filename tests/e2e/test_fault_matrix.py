@@ -336,6 +336,7 @@ def test_fault(case: Case, template, pg_server, make_database, tmp_path: Path) -
             observed["state"] = "staging and marts as before"
         text = re.sub(r"/tmp/[^/ ]+/", "<download folder>/", " ".join(message.split()))
         text = text.replace(str(REPO_ROOT) + "/", "")
+        text = re.sub(r"\b[0-9a-f]{32}\b", "<id>", text)  # batch, task and row ids
         observed["outcome"] = f"failed: {type(error).__name__}: {shorten(text, 320)}"
         # a rerun without the fault completes the day
         fixed = tmp_path / "fixed"
