@@ -18,7 +18,6 @@ generated here, never edited by hand).
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import threading
@@ -40,6 +39,7 @@ from ingestion.pipeline import local_api_settings
 from ingestion.warehouse import connect, connection
 from local_report_api import LocalApiConfig, LocalReportApi
 from support.extract_files import set_field
+from support.recorded_marts import libpq_environment
 from support.tcp_proxy import Fault, FaultyProxy
 
 pytestmark = pytest.mark.slow
@@ -174,20 +174,6 @@ def checksums(settings: dict[str, str]) -> dict[str, str]:
         conn.close()
 
 
-@contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def run_day(settings: dict[str, str], extracts: Path, day: date, case: Case | None = None):
     """``pipeline.run`` of one day against the extracts, with the case's fault."""
     case = case or Case("clean", "", "", "recovers")
@@ -197,7 +183,7 @@ def run_day(settings: dict[str, str], extracts: Path, day: date, case: Case | No
         FaultyProxy(int(api.url.rsplit(":", 1)[1]), case.proxy)
         if case.proxy
         else nullcontext() as proxy,
-        environment({**settings, **case.env}),
+        libpq_environment({**settings, **case.env}),
         connection(settings) as conn,
     ):
         api_settings = local_api_settings(api)

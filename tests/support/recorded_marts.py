@@ -23,7 +23,8 @@ WEEK_IDS = [f"2024-W{week}" for week in range(36, 41)]
 
 @contextmanager
 def libpq_environment(settings: Mapping[str, str]) -> Iterator[None]:
-    """``PG*`` of ``settings`` in this process's environment (dbt reads them), restored after."""
+    """``settings`` (``PG*``, and any other variable) in this process's environment (dbt
+    reads them), restored after."""
     saved = {name: os.environ.get(name) for name in settings}
     os.environ.update(settings)
     try:
