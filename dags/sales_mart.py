@@ -16,10 +16,11 @@ date, or `run_after` for a manual run without one; never "now"):
    the ISO weeks to rebuild: D's when D is a Sunday (or on request), and each complete or
    already built week a correction touched (`ingestion.pipeline.rebuild_plan`).
 6. `build_sales_mart` (Cosmos): the staging views, the dimensions and `f_sales` for the
-   planned days (`--vars {day: "D1,D2.."}`): one task per model, `<model>_model_build`,
-   a `dbt build` of the model and then its tests (a failing staging test stops the marts).
+   planned days (`RETAIL_DAY=D1,D2..`, read like `--vars {day: ...}`): one task per
+   model, `<model>_model_build`, a `dbt build` of the model and then its tests (a
+   failing staging test stops the marts).
 7. `has_weeks_to_build` (short-circuit): when the plan has weeks, `build_retention_mart`
-   (Cosmos) rebuilds `f_customer_retention` for them (`--vars {week_start: Mondays}`);
+   (Cosmos) rebuilds `f_customer_retention` for them (`RETAIL_WEEK_START=Mondays`);
    otherwise the retention group is skipped. `end` runs either way.
 
 The dbt tasks run dbt in the task's own process (Cosmos's `dbtRunner` invocation), so a
@@ -107,6 +108,9 @@ RUN_DATES = "resolve_run_dates"
 PLAN = "plan_rebuild"
 # The days and weeks the run rebuilds: D (and its week on a Sunday) plus every day a
 # correction in D's increment moved lines out of, and those days' complete weeks.
+# They reach dbt as RETAIL_DAY / RETAIL_WEEK_START (ingestion.dbt.PERIOD_ENV), which the
+# models read like the `day` / `week_start` vars: a new --vars value would make each run's
+# first dbt task re-parse the whole project.
 DAY_TEMPLATE = "{{ ti.xcom_pull(task_ids='" + PLAN + "', key='day_var') }}"
 WEEK_START_TEMPLATE = "{{ ti.xcom_pull(task_ids='" + PLAN + "', key='week_start_var') }}"
 
@@ -321,7 +325,7 @@ def sales_mart() -> None:
         profile_config=profile_config,
         execution_config=execution_config,
         render_config=_render_config(SALES_SELECTOR),
-        operator_args={"vars": {"day": DAY_TEMPLATE}},
+        operator_args={"env": {"RETAIL_DAY": DAY_TEMPLATE}},
     )
 
     # False skips only the retention group (its first tasks); `end` keeps its trigger rule.
@@ -337,7 +341,7 @@ def sales_mart() -> None:
         profile_config=profile_config,
         execution_config=execution_config,
         render_config=_render_config(RETENTION_SELECTOR),
-        operator_args={"vars": {"week_start": WEEK_START_TEMPLATE}},
+        operator_args={"env": {"RETAIL_WEEK_START": WEEK_START_TEMPLATE}},
     )
     end = EmptyOperator(task_id="end", trigger_rule=TriggerRule.NONE_FAILED)
 

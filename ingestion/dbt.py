@@ -43,6 +43,12 @@ SALES_AND_RETENTION_SELECTOR = "sales_and_retention_marts"
 # dbt commands that write the warehouse: run under the marts' build lock (_marts_lock).
 WRITING_COMMANDS = frozenset({"build", "run", "seed", "snapshot", "run-operation"})
 
+# The period of a build, given to dbt in the environment rather than as --vars (the
+# macro incremental_period reads them when the variable is not set): dbt re-parses the
+# whole project whenever --vars change, which cost each day's build seconds; a variable
+# read only while executing leaves dbt's partial parsing valid. The DAG does the same.
+PERIOD_ENV = {"day": "RETAIL_DAY", "week_start": "RETAIL_WEEK_START"}
+
 FAILED_STATUSES = {"error", "fail", "runtime error"}
 SAMPLE_ROWS = 5
 
@@ -64,7 +70,10 @@ class FailedNode:
 
 
 class DbtError(RuntimeError):
-    """A dbt invocation failed; ``failures`` lists the nodes that did."""
+    """A dbt invocation failed; ``failures`` lists the nodes that did.
+
+    ``args`` is the command as a user would type it (``RETAIL_DAY=... dbt build ...``).
+    """
 
     def __init__(
         self, args: Sequence[str], returncode: int, failures: list[FailedNode], output: str
@@ -79,7 +88,7 @@ class DbtError(RuntimeError):
             detail = "  (no run results; last output lines)\n" + "\n".join(
                 "    " + line for line in output.strip().splitlines()[-20:]
             )
-        super().__init__(f"dbt {' '.join(args)} failed (exit {returncode}):\n{detail}")
+        super().__init__(f"{' '.join(args)} failed (exit {returncode}):\n{detail}")
 
     @property
     def failed_nodes(self) -> list[str]:
@@ -101,12 +110,15 @@ def run_dbt(
     args: list[str],
     *,
     vars: Mapping[str, Any] | None = None,  # noqa: A002 - dbt's own name for them
+    periods: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> None:
     """Run ``dbt <args>`` on the project; raise :class:`DbtError` when it fails.
 
-    ``vars`` become ``--vars`` (dates are written as ISO strings); ``env`` is added to
-    this process's environment (e.g. libpq settings for another database).
+    ``vars`` become ``--vars`` (dates are written as ISO strings); ``periods`` (``day``,
+    ``week_start``) become the environment variables of :data:`PERIOD_ENV`, which are
+    never inherited from this process; ``env`` is added to this process's environment
+    (e.g. libpq settings for another database).
     """
     command = [dbt_executable(), *args]
     command += [
@@ -118,8 +130,11 @@ def run_dbt(
     ]
     if vars:
         command += ["--vars", json.dumps({k: _plain(v) for k, v in vars.items()})]
-    full_env = {**os.environ, "DO_NOT_TRACK": "1", **(env or {})}
-    log.info("running dbt %s", " ".join(command[1:]))
+    period_env = {PERIOD_ENV[name]: value for name, value in (periods or {}).items()}
+    inherited = {k: v for k, v in os.environ.items() if k not in PERIOD_ENV.values()}
+    full_env = {**inherited, "DO_NOT_TRACK": "1", **(env or {}), **period_env}
+    shown = [*(f"{name}={value}" for name, value in period_env.items()), "dbt", *command[1:]]
+    log.info("running %s", " ".join(shown))
     started = _run_results_mtime(full_env)
     with _marts_lock(args, full_env):
         completed = subprocess.run(
@@ -135,7 +150,7 @@ def run_dbt(
         log.debug("dbt output:\n%s", output)
         return
     failures = _failures_from_run_results(started, full_env)
-    raise DbtError(command[1:], completed.returncode, failures, output)
+    raise DbtError(shown, completed.returncode, failures, output)
 
 
 @contextmanager
@@ -174,7 +189,7 @@ def build_sales_days(days: Iterable[date], *, env: Mapping[str, str] | None = No
     The days need not be contiguous (a correction touches scattered days); each is
     replaced on its own, but dbt's start-up and parsing are paid once.
     """
-    run_dbt(_build_args(SALES_SELECTOR), vars={"day": period_var(days)}, env=env)
+    run_dbt(_build_args(SALES_SELECTOR), periods={"day": period_var(days)}, env=env)
 
 
 def build_retention_week(week_start: date, *, env: Mapping[str, str] | None = None) -> None:
@@ -188,7 +203,7 @@ def build_retention_weeks(
     """Rebuild ``mart.f_customer_retention`` for the ISO weeks starting on the given Mondays."""
     run_dbt(
         _build_args(RETENTION_SELECTOR),
-        vars={"week_start": period_var(_mondays(week_starts), step_days=7)},
+        periods={"week_start": period_var(_mondays(week_starts), step_days=7)},
         env=env,
     )
 
@@ -205,10 +220,10 @@ def build_periods(
     """
     mondays = _mondays(week_starts)
     selector = SALES_AND_RETENTION_SELECTOR if mondays else SALES_SELECTOR
-    variables = {"day": period_var(days)}
+    periods = {"day": period_var(days)}
     if mondays:
-        variables["week_start"] = period_var(mondays, step_days=7)
-    run_dbt(_build_args(selector), vars=variables, env=env)
+        periods["week_start"] = period_var(mondays, step_days=7)
+    run_dbt(_build_args(selector), periods=periods, env=env)
 
 
 def build_all(*, env: Mapping[str, str] | None = None) -> None:

@@ -6,7 +6,10 @@
     period's input and replaces only that period's rows; `START..END` narrows to an
     inclusive range of days or weeks, and a comma-separated list to several (the days
     a correction touched). Without the variable the build covers every period present
-    in its input.
+    in its input. The CLI and the DAG pass the same value in the environment variables
+    RETAIL_DAY / RETAIL_WEEK_START instead (read at execution time, when the variable
+    is not set): a new value of --vars makes dbt re-parse the whole project, an
+    environment variable read only while executing does not (README, "dbt").
 #}
 
 {% macro incremental_period(grain) -%}
@@ -28,6 +31,16 @@
         {%- do exceptions.raise_compiler_error("incremental_period: unknown grain '" ~ grain ~ "' (day or week)") -%}
     {%- endif -%}
     {%- set raw = var(var_name, none) -%}
+    {%- set label = 'var ' ~ var_name -%}
+    {%- if raw is none and execute -%}
+        {#- The CLI and the DAG pass the period as RETAIL_DAY / RETAIL_WEEK_START: any
+            change of --vars makes dbt re-parse the whole project (seconds per build);
+            an environment variable read only at execution time does not. -#}
+        {%- set env_name = 'RETAIL_' ~ (var_name | upper) -%}
+        {%- set raw = env_var(env_name, '<unset>') -%}
+        {%- set raw = none if raw == '<unset>' else raw -%}
+        {%- set label = 'env ' ~ env_name -%}
+    {%- endif -%}
     {%- if raw is none -%}
         {{ return(none) }}
     {%- endif -%}
@@ -40,21 +53,21 @@
         {%- endfor -%}
     {%- endfor -%}
     {%- if parts | select | list | length == 0 -%}
-        {%- do exceptions.raise_compiler_error("var " ~ var_name ~ " is empty" ~ usage) -%}
+        {%- do exceptions.raise_compiler_error(label ~ " is empty" ~ usage) -%}
     {%- endif -%}
     {%- set periods = [] -%}
     {%- for part in parts -%}
         {%- set bounds = [] -%}
         {%- for text in part.split('..') -%}
-            {%- do bounds.append(calendar_date(text | trim, var_name, raw, usage)) -%}
+            {%- do bounds.append(calendar_date(text | trim, label, raw, usage)) -%}
         {%- endfor -%}
         {%- if bounds | length > 2 or bounds[0] > bounds[-1] -%}
-            {%- do exceptions.raise_compiler_error("var " ~ var_name ~ "='" ~ raw ~ "': '" ~ part ~ "' is not an ordered range START..END" ~ usage) -%}
+            {%- do exceptions.raise_compiler_error(label ~ "='" ~ raw ~ "': '" ~ part ~ "' is not an ordered range START..END" ~ usage) -%}
         {%- endif -%}
         {%- if grain == 'week' -%}
             {%- for bound in bounds if bound.isoweekday() != 1 -%}
                 {%- do exceptions.raise_compiler_error(
-                    "var week_start='" ~ raw ~ "': " ~ bound.isoformat() ~ " is a " ~ bound.strftime('%A')
+                    label ~ "='" ~ raw ~ "': " ~ bound.isoformat() ~ " is a " ~ bound.strftime('%A')
                     ~ ", not a Monday: f_customer_retention is built per ISO week (Monday to Sunday)"
                 ) -%}
             {%- endfor -%}
@@ -78,7 +91,7 @@
 {%- endmacro %}
 
 
-{% macro calendar_date(text, var_name, raw, usage) -%}
+{% macro calendar_date(text, label, raw, usage) -%}
     {#- `text` as a date when it is a real calendar day YYYY-MM-DD (a ' 00:00:00' or
         'T00:00:00' suffix is accepted: YAML and Airflow write dates so), else an error. -#}
     {%- set match = modules.re.match('^([0-9]{4})-([0-9]{2})-([0-9]{2})([ T]00:00:00)?$', text) -%}
@@ -91,7 +104,7 @@
             {%- endif -%}
         {%- endif -%}
     {%- endif -%}
-    {%- do exceptions.raise_compiler_error("var " ~ var_name ~ "='" ~ raw ~ "': '" ~ text ~ "' is not a calendar date" ~ usage) -%}
+    {%- do exceptions.raise_compiler_error(label ~ "='" ~ raw ~ "': '" ~ text ~ "' is not a calendar date" ~ usage) -%}
 {%- endmacro %}
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from ingestion.dbt import PERIOD_ENV
+
 DAG_ID = "sales_mart"
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 SALES_GROUP_MODELS = (
@@ -154,7 +156,8 @@ def test_sales_group_builds_dimensions_and_f_sales_for_the_day(dag) -> None:
         assert task.invocation_mode == InvocationMode.DBT_RUNNER, task.task_id
         assert task.indirect_selection == "buildable", task.task_id
         assert task.select.startswith("fqn:retail."), task.task_id
-        assert task.vars == {"day": DAY_TEMPLATE}, task.task_id
+        assert task.env == {PERIOD_ENV["day"]: DAY_TEMPLATE}, task.task_id
+        assert not task.vars, task.task_id  # a new --vars value: a full re-parse per run
         assert task.install_deps is False, task.task_id
         assert not getattr(task, "full_refresh", False), task.task_id
         assert task.profile_config.profile_mapping.conn_id == "warehouse"
@@ -164,7 +167,8 @@ def test_retention_group_builds_only_the_retention_mart_for_the_week(dag) -> Non
     tasks = _dbt_tasks(dag, "build_retention_mart")
     assert set(tasks) == {build_task("f_customer_retention", "build_retention_mart")}
     for task in tasks.values():
-        assert task.vars == {"week_start": WEEK_START_TEMPLATE}, task.task_id
+        assert task.env == {PERIOD_ENV["week_start"]: WEEK_START_TEMPLATE}, task.task_id
+        assert not task.vars, task.task_id
         assert task.install_deps is False
         # buildable: the weekly reconciliation against f_sales runs with this model's build
         assert task.indirect_selection == "buildable"

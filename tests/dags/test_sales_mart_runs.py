@@ -29,6 +29,7 @@ import pytest
 
 from ingestion.config import airflow_connection_env
 from ingestion.dates import CALENDAR_END, CALENDAR_START
+from support.airflow_cli import airflow_env, migrate_db
 
 # Real `airflow dags test` / backfill runs in subprocesses: end to end (`make e2e`).
 pytestmark = pytest.mark.slow
@@ -99,26 +100,12 @@ def airflow(
     warehouse = make_database()
     home = tmp_path_factory.mktemp("airflow_home")
     with LocalReportApi(LocalApiConfig(orders_per_day=20)) as api:
-        base = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("AIRFLOW", "PG", "REPORT_API_"))
-        }
-        env = {
-            **base,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
-            "AIRFLOW__COSMOS__ENABLE_CACHE_DBT_YAML_SELECTORS": "False",
-            "DO_NOT_TRACK": "1",
-            **airflow_connection_env(warehouse, local_api_settings(api), warehouse_form="uri"),
-        }
+        env = airflow_env(
+            home, airflow_connection_env(warehouse, local_api_settings(api), warehouse_form="uri")
+        )
         assert ":" not in env["AIRFLOW_CONN_WAREHOUSE"].split("@")[0].removeprefix("postgresql://")
         instance = Airflow(env=env, home=home)
-        migrated = instance.run("db", "migrate")
-        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+        migrate_db(env)
         yield instance
 
 

@@ -153,3 +153,38 @@ def test_a_list_narrows_to_each_of_its_days(warehouse: dict[str, str]) -> None:
         assert f"timestamp '{bound}'" in f_sales, bound
     assert f_sales.count("timestamp '2024-10-03'") == 1  # the repeated day is merged
     assert "2024-09-05" not in f_sales and "2024-09-30" not in f_sales
+
+
+def test_the_period_from_the_environment_narrows_and_keeps_partial_parsing(
+    warehouse: dict[str, str], tmp_path
+) -> None:
+    """``run`` and the DAG pass the period as RETAIL_DAY / RETAIL_WEEK_START: the same
+    narrowing as the variables, a bad value named, and no full re-parse when it changes
+    (a new --vars value makes dbt re-parse the whole project)."""
+    target = {"DBT_TARGET_PATH": str(tmp_path / "target"), "DBT_LOG_PATH": str(tmp_path)}
+    compiled = tmp_path / "target" / "compiled" / "retail" / "models" / "marts" / "f_sales.sql"
+    for day, other in (("2024-10-01", "2024-10-05"), ("2024-10-05", "2024-10-01")):
+        dbt.run_dbt(["compile", "--select", "f_sales"], periods={"day": day}, env=target)
+        f_sales = compiled.read_text()
+        assert f"timestamp '{day}'" in f_sales and other not in f_sales
+    # the second compile kept dbt's partial parse: the first one's msgpack was reused
+    log = (tmp_path / "dbt.log").read_text(errors="replace")
+    second = log[log.rfind("Running with dbt") :]
+    assert "Running with dbt" in log and log.count("Running with dbt") == 2
+    assert "Unable to do partial parsing" not in second, second[-3000:]
+    # --vars win over the environment
+    dbt.run_dbt(
+        ["compile", "--select", "f_sales"],
+        vars={"day": "2024-09-08"},
+        periods={"day": "2024-10-01"},
+        env=target,
+    )
+    assert "timestamp '2024-09-08'" in compiled.read_text()
+    with pytest.raises(dbt.DbtError, match="env RETAIL_WEEK_START='2024-10-01'"):
+        dbt.run_dbt(
+            ["compile", "--select", "f_customer_retention"],
+            periods={"week_start": "2024-10-01"},
+            env=target,
+        )
+    with pytest.raises(dbt.DbtError, match="env RETAIL_DAY is empty"):
+        dbt.run_dbt(["compile", "--select", "f_sales"], periods={"day": ""}, env=target)

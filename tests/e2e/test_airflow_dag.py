@@ -34,7 +34,7 @@ import pytest
 
 from ingestion.config import airflow_connection_env
 from ingestion.warehouse import connect
-from support.airflow_cli import VENV_BIN, airflow_env, cli_env, run_command
+from support.airflow_cli import VENV_BIN, airflow_env, cli_env, migrate_db, run_command
 from support.mart_expectations import expected_marts
 from support.mart_tables import actual_marts
 
@@ -145,7 +145,7 @@ def scenario(make_database, tmp_path_factory: pytest.TempPathFactory) -> Scenari
             + ["--start", "2024-09-23", "--end", "2024-10-05"],
             cli_env(warehouse, api),
         )
-        run_command([str(VENV_BIN / "airflow"), "db", "migrate"], env)
+        migrate_db(env)
 
         result = Scenario(env=env, airflow_home=airflow_home, warehouse=warehouse)
         result.marts["before"] = _snapshot_marts(warehouse)

@@ -28,7 +28,7 @@ from ingestion.config import airflow_connection_env
 from ingestion.pipeline import local_api_settings
 from local_report_api import LocalApiConfig, LocalReportApi
 from retention_report.render import CHART_TITLES
-from support.airflow_cli import VENV_BIN, airflow_env, run_command
+from support.airflow_cli import VENV_BIN, airflow_env, migrate_db, run_command
 from support.recorded_marts import WEEK_IDS, build_recorded_marts
 from support.report_html import mart_rows, report_tables
 
@@ -104,7 +104,7 @@ def scenario(make_database, fixtures_dir, tmp_path_factory) -> Scenario:
         )
         result = Scenario(env=env, airflow_home=airflow_home, reports=reports, warehouse=warehouse)
         airflow = str(VENV_BIN / "airflow")
-        run_command([airflow, "db", "migrate"], env)
+        migrate_db(env)
         run_command([airflow, "dags", "reserialize"], env)
         run_command([airflow, "dags", "unpause", "retention_report"], env)
         for name, logical_date in (

@@ -27,7 +27,7 @@ from ingestion.config import airflow_connection_env
 from ingestion.dbt import DBT_PROJECT_DIR
 from ingestion.pipeline import local_api_settings
 from local_report_api import LocalApiConfig, LocalReportApi
-from support.airflow_cli import REPO_ROOT, VENV_BIN, airflow_env, cli_env, run_command
+from support.airflow_cli import REPO_ROOT, VENV_BIN, airflow_env, cli_env, migrate_db, run_command
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +82,7 @@ def artifacts(make_database, tmp_path_factory: pytest.TempPathFactory) -> Artifa
         connections = airflow_connection_env(warehouse, local_api_settings(api))
         env = airflow_env(airflow_home, connections)
         airflow = str(VENV_BIN / "airflow")
-        run_command([airflow, "db", "migrate"], env)
+        migrate_db(env)
         found.outputs["dags test"] = run_command(
             [airflow, "dags", "test", "sales_mart", "2024-10-08T03:00:00+00:00"], env
         )
