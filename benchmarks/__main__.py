@@ -213,11 +213,24 @@ def findings_for(results: list[Result]) -> list[str]:
             else "GROWS with history (more than its period is read: a finding)"
         )
         lines.append(
-            f"{key}: the model's SQL time is {verdict}: long/short {sql_ratio.value:.2f}x"
+            f"{'B3' if key.startswith('f_sales') else 'B4'}, {key}: the model's SQL time is"
+            f" {verdict}: long/short {sql_ratio.value:.2f}x"
             f" for {history_factor:.0f}x the history;"
             f" all nodes including tests {all_ratio.value:.2f}x; whole dbt invocation"
             f" {wall.value:.2f}x."
             + (" Tests that read whole tables grow with history." if all_ratio.value >= 1.5 else "")
+        )
+    scale_sql = by.get(("scale", "incremental day: ratio full/baseline, f_sales SQL"))
+    scale_wall = by.get(("scale", "incremental day: ratio full/baseline, wall clock"))
+    scale_load = by.get(("scale", "load_report of the whole history"))
+    scale_build = by.get(("scale", "full dbt build"))
+    if scale_sql and scale_wall and scale_load and scale_build:
+        status = "within" if max(scale_sql.value, scale_wall.value) <= 1.5 else "NOT within"
+        lines.append(
+            f"B7: {scale_load.detail}: load {scale_load.value:.0f} s, full build"
+            f" {scale_build.value:.0f} s; then one incremental day is {scale_wall.value:.2f}x"
+            f" (wall clock) and {scale_sql.value:.2f}x (f_sales SQL) the same day on 30 days"
+            f" of history: {status} B3's 1.5x."
         )
     for r in results:
         if r.benchmark == "airflow_run" and r.measure.endswith(

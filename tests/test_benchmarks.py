@@ -84,6 +84,9 @@ def test_scale_benchmark_table(databases, tmp_path):
         "incremental day: ratio full/baseline, wall clock",
     ]
     assert results[0].detail == "200 order lines over 10 days"
+    (finding,) = findings_for(results)
+    assert finding.startswith("B7: 200 order lines over 10 days: load ")
+    assert "B3's 1.5x" in finding
 
 
 def test_dag_parse_benchmark_table(tmp_path):

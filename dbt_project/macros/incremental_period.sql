@@ -30,17 +30,18 @@
     {%- else -%}
         {%- do exceptions.raise_compiler_error("incremental_period: unknown grain '" ~ grain ~ "' (day or week)") -%}
     {%- endif -%}
-    {%- set raw = var(var_name, none) -%}
+    {%- set raw = var(var_name, '<unset>') -%}
     {%- set label = 'var ' ~ var_name -%}
-    {%- if raw is none and execute -%}
+    {%- if raw == '<unset>' and execute -%}
         {#- The CLI and the DAG pass the period as RETAIL_DAY / RETAIL_WEEK_START: any
             change of --vars makes dbt re-parse the whole project (seconds per build);
-            an environment variable read only at execution time does not. -#}
+            an environment variable read only at execution time does not. A variable
+            set, even to null (the unit tests' overrides), wins. -#}
         {%- set env_name = 'RETAIL_' ~ (var_name | upper) -%}
         {%- set raw = env_var(env_name, '<unset>') -%}
-        {%- set raw = none if raw == '<unset>' else raw -%}
         {%- set label = 'env ' ~ env_name -%}
     {%- endif -%}
+    {%- set raw = none if raw == '<unset>' else raw -%}
     {%- if raw is none -%}
         {{ return(none) }}
     {%- endif -%}
