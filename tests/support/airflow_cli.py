@@ -63,9 +63,17 @@ def cli_env(warehouse: Mapping[str, str], api: Any) -> dict[str, str]:
 
 
 def airflow_env(airflow_home: Path, connections: Mapping[str, str], **extra: str) -> dict[str, str]:
-    """The environment of an ``airflow`` command: only the settings and connections given."""
+    """The environment of an ``airflow`` command: only the settings and connections given.
+
+    Cosmos's cache (partial parse, dbt ls) lives in the home: two test processes run
+    Airflow at once under ``make e2e``. A test process's own dbt folders
+    (``DBT_TARGET_PATH`` / ``DBT_LOG_PATH``, tests/conftest.py) are not passed on: Cosmos
+    runs dbt in a copy of the project and reads the results from there.
+    """
+    base = {k: v for k, v in _clean_env().items() if k not in ("DBT_TARGET_PATH", "DBT_LOG_PATH")}
     return {
-        **_clean_env(),
+        **base,
+        "AIRFLOW__COSMOS__CACHE_DIR": str(airflow_home / "cosmos_cache"),
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
