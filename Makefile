@@ -37,7 +37,7 @@ report: venv  ## retention report (HTML + PNG charts) of the last WEEKS weeks ->
 	$(BIN)/python -m ingestion report --weeks $(WEEKS)
 
 test: venv  ## the test suite without the end-to-end runs (a few minutes)
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow" -n 2 --dist loadfile
 
 # Two processes, one test file each at a time (module fixtures stay in one process): the
 # runs wait on dbt, Airflow and PostgreSQL in turn, so one process leaves a core idle.

@@ -269,10 +269,14 @@ def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, date) else value
 
 
+def target_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """The folder dbt writes its artifacts to: ``DBT_TARGET_PATH`` (e.g. one per
+    concurrent caller), else the project's ``target``."""
+    return (DBT_PROJECT_DIR / (env.get("DBT_TARGET_PATH") or "target")).resolve()
+
+
 def _run_results_path(env: Mapping[str, str]) -> Path:
-    # dbt honours DBT_TARGET_PATH (e.g. one target folder per concurrent caller)
-    target = Path(env.get("DBT_TARGET_PATH") or "target")
-    return (DBT_PROJECT_DIR / target / "run_results.json").resolve()
+    return target_dir(env) / "run_results.json"
 
 
 def _run_results_mtime(env: Mapping[str, str]) -> float:

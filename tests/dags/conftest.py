@@ -39,7 +39,8 @@ def ensure_manifest(project_dir: Path) -> Path:
         "PGHOST": "localhost",
         "PGUSER": "postgres",
         "PGDATABASE": "postgres",
-        **os.environ,
+        # the project's own target/, even in a test process that has its own (conftest.py)
+        **{k: v for k, v in os.environ.items() if k not in ("DBT_TARGET_PATH", "DBT_LOG_PATH")},
         "DO_NOT_TRACK": "1",
     }
     result = subprocess.run(

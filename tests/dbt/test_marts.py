@@ -29,7 +29,7 @@ def test_the_ephemeral_order_lines_are_inlined_into_each_plan(built, staged_data
     CTE and merges it: the plans scan staging directly, as before the ephemeral model."""
     day = "2024-10-01"
     dbt.run_dbt(["compile", "--selector", dbt.SALES_SELECTOR], vars={"day": day})
-    compiled = dbt.DBT_PROJECT_DIR / "target" / "compiled" / "retail" / "models" / "marts"
+    compiled = dbt.target_dir() / "compiled" / "retail" / "models" / "marts"
     cte = "__dbt__cte__int_order_lines_filtered_to_period"
     for model in ("d_city", "d_customer", "d_item", "f_sales"):
         sql = (compiled / f"{model}.sql").read_text()

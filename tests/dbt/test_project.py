@@ -12,7 +12,7 @@ from ingestion import dbt
 
 def test_parse_and_docs_generate(warehouse: dict[str, str]) -> None:
     dbt.run_dbt(["docs", "generate"])  # parses and compiles every node first
-    manifest = json.loads((dbt.DBT_PROJECT_DIR / "target" / "manifest.json").read_text())
+    manifest = json.loads((dbt.target_dir() / "manifest.json").read_text())
     models = {
         node["name"]: node
         for node in manifest["nodes"].values()
@@ -134,7 +134,7 @@ def test_a_range_narrows_to_its_days_and_weeks(warehouse: dict[str, str]) -> Non
         ["compile", "--select", "f_sales", "f_customer_retention"],
         vars={"day": "2024-09-29..2024-10-02", "week_start": "2024-09-23..2024-09-30"},
     )
-    compiled = dbt.DBT_PROJECT_DIR / "target" / "compiled" / "retail" / "models" / "marts"
+    compiled = dbt.target_dir() / "compiled" / "retail" / "models" / "marts"
     f_sales = (compiled / "f_sales.sql").read_text()
     assert "timestamp '2024-09-29'" in f_sales and "timestamp '2024-10-03'" in f_sales
     retention = (compiled / "f_customer_retention.sql").read_text()
@@ -147,7 +147,7 @@ def test_a_list_narrows_to_each_of_its_days(warehouse: dict[str, str]) -> None:
         ["compile", "--select", "f_sales"],
         vars={"day": "2024-09-03, 2024-10-01..2024-10-02,2024-10-02,2024-02-29"},
     )
-    compiled = dbt.DBT_PROJECT_DIR / "target" / "compiled" / "retail" / "models" / "marts"
+    compiled = dbt.target_dir() / "compiled" / "retail" / "models" / "marts"
     f_sales = (compiled / "f_sales.sql").read_text()
     for bound in ("2024-02-29", "2024-03-01", "2024-09-03", "2024-09-04", "2024-10-01"):
         assert f"timestamp '{bound}'" in f_sales, bound
