@@ -36,13 +36,16 @@ WEEKS ?= 8
 report: venv  ## retention report (HTML + PNG charts) of the last WEEKS weeks -> reports/, prints the page's path
 	$(BIN)/python -m ingestion report --weeks $(WEEKS)
 
+# Two processes, one test file each at a time (module fixtures stay in one process): the
+# tests wait on dbt, Airflow and PostgreSQL in turn, so one process leaves a core idle.
 test: venv  ## the test suite without the end-to-end runs (a few minutes)
 	$(BIN)/pytest -m "not slow" -n 2 --dist loadfile
 
-# Two processes, one test file each at a time (module fixtures stay in one process): the
-# runs wait on dbt, Airflow and PostgreSQL in turn, so one process leaves a core idle.
+# One process: on two (-n 2 --dist loadfile, about half the time) the build-lock test's
+# two concurrent dbt runs once raced on d_calendar ("relation already exists") under the
+# other process's load; a known race of concurrent table builds, not yet fixed.
 e2e: venv  ## the end-to-end runs (real Airflow runs, the CLI over whole ranges, the property test)
-	$(BIN)/pytest -m slow -n 2 --dist loadfile
+	$(BIN)/pytest -m slow
 
 # The browser tests (tests/e2e/test_browser.py) skip without it, and fail in CI.
 browser:  ## Debian's chromium for the browser tests (as root, or with sudo)

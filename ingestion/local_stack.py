@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from ingestion.config import ApiSettings, report_api_connection_json, warehouse_connection_json
+from ingestion.dbt import target_dir
 from ingestion.warehouse import REPO_ROOT, ensure_warehouse
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ def airflow_env(environ: dict[str, str], api: ApiSettings | None) -> dict[str, s
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
         # Cosmos would keep the parsed selectors in an Airflow Variable, read on every parse.
         "AIRFLOW__COSMOS__ENABLE_CACHE_DBT_YAML_SELECTORS": "False",
-        "AIRFLOW__COSMOS__DBT_DOCS_PROJECTS": dbt_docs_projects(),
+        # the docs `docs` generated: dbt's target folder (DBT_TARGET_PATH when set)
+        "AIRFLOW__COSMOS__DBT_DOCS_PROJECTS": dbt_docs_projects(target_dir(environ)),
         "DO_NOT_TRACK": "1",
     }
     if not env.get("AIRFLOW_CONN_WAREHOUSE"):

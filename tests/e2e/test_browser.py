@@ -167,6 +167,9 @@ def test_docs_site_shows_the_retention_model_its_columns_and_lineage(
 def test_airflow_ui_shows_the_cosmos_groups_and_serves_the_docs(
     chromium: str, built_warehouse: dict[str, str], tmp_path: Path
 ) -> None:
+    # the docs the plugin serves: dbt's target folder, as `python -m ingestion docs`
+    # leaves it (not left behind by another test)
+    dbt.run_dbt(["docs", "generate"], env=built_warehouse)
     port = _free_port()
     env = {
         **os.environ,
