@@ -41,11 +41,15 @@ report: venv  ## retention report (HTML + PNG charts) of the last WEEKS weeks ->
 test: venv  ## the test suite without the end-to-end runs (a few minutes)
 	$(BIN)/pytest -m "not slow" -n 2 --dist loadfile
 
-# One process: on two (-n 2 --dist loadfile, about half the time) the build-lock test's
-# two concurrent dbt runs once raced on d_calendar ("relation already exists") under the
-# other process's load; a known race of concurrent table builds, not yet fixed.
+# Two processes for the end-to-end runs, then, alone, the one test whose point is a
+# race: the build-lock test's two concurrent dbt runs once failed on d_calendar
+# ("relation already exists") with the other process's runs loading the machine in CI,
+# a rare race of concurrent table builds not yet fixed (README, Concurrency). The
+# warehouse's behaviour under that load is what the README documents, not what the
+# test asserts.
 e2e: venv  ## the end-to-end runs (real Airflow runs, the CLI over whole ranges, the property test)
-	$(BIN)/pytest -m slow
+	$(BIN)/pytest -m "slow and not serial" -n 2 --dist loadfile
+	$(BIN)/pytest -m "slow and serial"
 
 # The browser tests (tests/e2e/test_browser.py) skip without it, and fail in CI.
 browser:  ## Debian's chromium for the browser tests (as root, or with sudo)

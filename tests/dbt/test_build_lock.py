@@ -59,7 +59,9 @@ def _dbt_build(
         return subprocess.run(command, env=env, capture_output=True, text=True, check=False)
 
 
-@pytest.mark.slow  # three dbt builds, two at once (make e2e)
+# Three dbt builds, two at once: make e2e runs it alone, after the other end-to-end runs.
+@pytest.mark.slow
+@pytest.mark.serial
 def test_two_dbt_runs_of_the_same_days_at_once_equal_one_build(staged_database) -> None:
     first = _dbt_build(staged_database)
     assert first.returncode == 0, first.stdout[-3000:]
