@@ -124,10 +124,12 @@ def session_lock(
 
 
 def lock_holders(conn: Connection, key: int) -> list[int]:
-    """Process ids of the sessions holding the advisory lock ``key`` (for tests, messages)."""
+    """Process ids of the sessions holding the advisory lock ``key`` in ``conn``'s database
+    (an advisory lock is per database; for tests, messages)."""
     with conn.cursor() as cur:
         cur.execute(
             "select pid from pg_locks where locktype = 'advisory' and granted"
+            " and database = (select oid from pg_database where datname = current_database())"
             " and objsubid = 1 and ((classid::bigint << 32) | objid::bigint) = %s",
             (key,),
         )
