@@ -159,9 +159,14 @@ For each DAG set-up (`SALES_MART_DBT_MODE`), `airflow dags test sales_mart
 2024-10-07T03:00:00+00:00` (fresh `AIRFLOW_HOME`, SQLite, `db migrate` untimed): the
 Monday run loads Sunday and rebuilds Sunday's `f_sales` and the week's retention. The
 figure is the sum of the dbt groups' task durations in the metadata database (`dags test`
-runs one task at a time). Baseline: `ingestion.dbt.build_periods([Sunday], [its Monday])`,
-the same selections and vars in one `dbt build`, right after on the same warehouse; it
-must leave the marts exactly as the Airflow run left them."""
+runs one task at a time). Each set-up runs twice with one Cosmos cache folder: "cold
+cache" (empty, a worker's first run after a deploy: the first task of each group
+re-parses the project, whose own partial parse was written with another profile) and
+"warm cache" (every later run on that worker). The CLI's dbt artifacts go elsewhere, so
+the project's partial parse stays older than the cache's. Baseline:
+`ingestion.dbt.build_periods([Sunday], [its Monday])`, the same selections and vars in
+one `dbt build`, right after on the same warehouse; it must leave the marts exactly as the
+Airflow runs left them."""
 
 
 def findings_for(results: list[Result]) -> list[str]:
@@ -236,10 +241,11 @@ def findings_for(results: list[Result]) -> list[str]:
         if r.benchmark == "airflow_run" and r.measure.endswith(
             "ratio dbt groups / plain dbt build"
         ):
-            mode = r.measure.split(":")[0]
+            mode, _, cache = r.measure.split(":")[0].partition(", ")
             status = "meets" if r.value <= 1.5 else "does NOT meet"
             lines.append(
-                f"Daily Airflow run, `SALES_MART_DBT_MODE={mode}`: the dbt task groups take"
+                f"Daily Airflow run, `SALES_MART_DBT_MODE={mode}`"
+                f"{f', {cache}' if cache else ''}: the dbt task groups take"
                 f" {r.value:.2f}x a plain `dbt build` of the same selections: {status} the"
                 " 1.5x target."
             )
