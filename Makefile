@@ -44,9 +44,8 @@ test: venv  ## the test suite without the end-to-end runs (a few minutes)
 # Two processes for the end-to-end runs, then, alone, the one test whose point is a
 # race: the build-lock test's two concurrent dbt runs once failed on d_calendar
 # ("relation already exists") with the other process's runs loading the machine in CI,
-# a rare race of concurrent table builds not yet fixed (README, Concurrency). The
-# warehouse's behaviour under that load is what the README documents, not what the
-# test asserts.
+# a rare race of concurrent table builds, not yet fixed, that the README documents
+# (Concurrency); the test is about the model lock, not about that race.
 e2e: venv  ## the end-to-end runs (real Airflow runs, the CLI over whole ranges, the property test)
 	$(BIN)/pytest -m "slow and not serial" -n 2 --dist loadfile
 	$(BIN)/pytest -m "slow and serial"
