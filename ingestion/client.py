@@ -34,6 +34,7 @@ from tenacity import (
     RetryCallState,
     RetryError,
     Retrying,
+    before_sleep_log,
     retry_if_exception_type,
     retry_if_result,
     stop_after_attempt,
@@ -416,6 +417,7 @@ def _download(
         ),
         wait=wait_exponential(multiplier=0.5, max=10),
         stop=stop_after_attempt(3),
+        before_sleep=before_sleep_log(logger, logging.WARNING),
         reraise=True,
     )
     try:

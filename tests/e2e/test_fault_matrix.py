@@ -18,6 +18,7 @@ generated here, never edited by hand).
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import threading
@@ -65,6 +66,7 @@ class Case:
     edit: Callable[[Path], None] | None = None  # edits the extracts copy
     kill: str | None = None  # "load" or "build": terminate the backend doing it
     names: tuple[str, ...] = ()  # what the error message must contain
+    logged: str = ""  # a warning the run must log: the fault did happen and was retried
 
 
 def _truncate(extracts: Path) -> None:
@@ -104,11 +106,12 @@ CASES = [
               "fail_retry_after_s": 1}),
     Case("connection reset mid-download", "the file download is reset after 2 kB",
          "TCP proxy: RST after 2,000 bytes", "recovers",
-         proxy=Fault(match=b"GET /files/increments/", reset_after=2000)),
+         proxy=Fault(match=b"GET /files/increments/", reset_after=2000),
+         logged="Connection reset by peer"),
     Case("slower than the read timeout", "the increment answer comes after 3 s; read "
          "timeout 1 s", "TCP proxy: 3 s delay; REPORT_API_READ_TIMEOUT_S=1", "recovers",
          env={"REPORT_API_READ_TIMEOUT_S": "1"},
-         proxy=Fault(match=b"GET /get_increment", delay_s=3)),
+         proxy=Fault(match=b"GET /get_increment", delay_s=3), logged="Read timed out"),
     Case("report RUNNING past the deadline", "the report never leaves RUNNING",
          "local API running_polls; REPORT_API_DEADLINE_S=2", "fails",
          api={"running_polls": 10**6}, env={"REPORT_API_DEADLINE_S": "2"},
@@ -276,7 +279,8 @@ def _clone(pg_server, make_database, base: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
-def test_fault(case: Case, template, pg_server, make_database, tmp_path: Path) -> None:
+def test_fault(case: Case, template, pg_server, make_database, tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.WARNING)
     settings = _clone(pg_server, make_database, template["base"])
     extracts = tmp_path / "course_api"
     shutil.copytree(template["extracts"], extracts)
@@ -295,6 +299,7 @@ def test_fault(case: Case, template, pg_server, make_database, tmp_path: Path) -
 
     if case.expect == "recovers":
         assert error is None, f"{case.name}: {error!r}"
+        assert case.logged in caplog.text, f"{case.name}: no warning {case.logged!r}"
         if case.name == "NOT FOUND":
             assert summary.days_not_found == [DAY]
             assert state == template["before"]  # nothing loaded, nothing changed

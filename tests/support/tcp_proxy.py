@@ -102,6 +102,11 @@ class FaultyProxy:
                             client.setsockopt(
                                 socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
                             )
+                            # Wake the other thread's recv() on this socket first: while
+                            # it blocks there, close() alone does not end the connection
+                            # (no RST until the recv returns, so the client would wait
+                            # for its read timeout instead of seeing a reset).
+                            client.shutdown(socket.SHUT_RD)
                             client.close()  # RST
                             return
                         since_armed += len(chunk)
