@@ -175,6 +175,8 @@ def findings_for(results: list[Result]) -> list[str]:
     lines = []
     load_ratio = by.get(("loader", "load / raw COPY"))
     validation_ratio = by.get(("loader", "validation / raw COPY"))
+    floor_ratio = by.get(("loader", "floor / raw COPY"))
+    over_floor = by.get(("loader", "load / floor"))
     rss = by.get(("loader", "peak RSS of one load"))
     large_rss = by.get(("loader", "peak RSS of one load, large file"))
     if load_ratio:
@@ -187,6 +189,18 @@ def findings_for(results: list[Result]) -> list[str]:
                 f" conflicts) is {validation_ratio.value:.2f}x; the rest is writing"
                 " `staging.user_order_log` with its five indexes."
                 if validation_ratio
+                else ""
+            )
+            + (
+                f" The floor, raw COPY then each line once into staging with no check at all,"
+                f" is already {floor_ratio.value:.2f}x raw COPY"
+                + (
+                    ": no loader that ends with staging's indexes can meet 1.3x here."
+                    if floor_ratio.value > 1.3
+                    else "."
+                )
+                + f" The load is {over_floor.value:.2f}x that floor: what its checks cost."
+                if floor_ratio and over_floor
                 else ""
             )
         )
