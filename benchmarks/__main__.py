@@ -119,9 +119,13 @@ each repetition): COPY into a checked temporary table (the validation), de-dupli
 and the conflicting-repeat check in SQL, replacement of the day with staging's primary
 key and four secondary indexes maintained, audit row, one transaction. Repetitions
 alternate raw COPY and load. "Validation alone" is the loader's first phase
-(`stage_file`) rolled back. The compared results are checked: the count, distinct keys
-and amount sum of staging equal those of the distinct lines raw COPY landed, and raw COPY
-landed every file row. Peak RSS is `VmHWM` of a fresh interpreter running one
+(`stage_file`) rolled back. The **floor** is the least any loader ending with the same
+staging does: raw COPY into a temporary table, then `insert ... select distinct on
+(uniq_id)` into `staging.user_order_log`, sorted, its indexes dropped and rebuilt around
+the insert as the loader does on an empty table, no check; "load / floor" is what the
+loader's checks cost. The compared results are checked: the count, distinct keys and
+amount sum of staging equal those of the distinct lines raw COPY landed (after the
+floor's write too), and raw COPY landed every file row. Peak RSS is `VmHWM` of a fresh interpreter running one
 `load_increment` (`python -m benchmarks.loader rss FILE`; `ru_maxrss` would carry the
 parent's peak across `execve`); `--large-orders` repeats it once on a bigger file.
 
