@@ -125,9 +125,10 @@ staging does: raw COPY into a temporary table, then `insert ... select distinct 
 the insert as the loader does on an empty table, no check; "load / floor" is what the
 loader's checks cost. The compared results are checked: the count, distinct keys and
 amount sum of staging equal those of the distinct lines raw COPY landed (after the
-floor's write too), and raw COPY landed every file row. Peak RSS is `VmHWM` of a fresh interpreter running one
-`load_increment` (`python -m benchmarks.loader rss FILE`; `ru_maxrss` would carry the
-parent's peak across `execve`); `--large-orders` repeats it once on a bigger file.
+floor's write too), and raw COPY landed every file row. Peak RSS is `VmHWM` of a fresh
+interpreter running one `load_increment` (`python -m benchmarks.loader rss FILE`;
+`ru_maxrss` would carry the parent's peak across `execve`); `--large-orders` repeats it
+once on a bigger file.
 
 **Marts** (`benchmarks/marts.py`; issue rows B3, B4). Two throwaway databases get the
 same synthetic order lines, generated in SQL straight into staging (deterministic per day
