@@ -107,14 +107,14 @@ def airflow_env(
     airflow_home: Path,
     connections: Mapping[str, str],
     mode: str | None,
-    cosmos_cache: Path | None = None,
+    cosmos_cache: Path,
 ) -> dict[str, str]:
     """The environment of an ``airflow`` subprocess: own home, SQLite, no examples; the
-    Cosmos cache in ``cosmos_cache`` (default: under the home)."""
+    Cosmos cache in ``cosmos_cache`` (shared by a set-up's cold and warm runs)."""
     return {
         **_base_env(),
         "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__COSMOS__CACHE_DIR": str(cosmos_cache or airflow_home / "cosmos_cache"),
+        "AIRFLOW__COSMOS__CACHE_DIR": str(cosmos_cache),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from support.airflow_cli import TEST_DBT_FOLDERS
+
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="airflow-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
@@ -40,7 +42,7 @@ def ensure_manifest(project_dir: Path) -> Path:
         "PGUSER": "postgres",
         "PGDATABASE": "postgres",
         # the project's own target/, even in a test process that has its own (conftest.py)
-        **{k: v for k, v in os.environ.items() if k not in ("DBT_TARGET_PATH", "DBT_LOG_PATH")},
+        **{k: v for k, v in os.environ.items() if k not in TEST_DBT_FOLDERS},
         "DO_NOT_TRACK": "1",
     }
     result = subprocess.run(

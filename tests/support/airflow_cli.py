@@ -19,6 +19,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 RUN_TIMEOUT_S = 900
+# A test process's own dbt folders (tests/conftest.py): never passed to another dbt.
+TEST_DBT_FOLDERS = ("DBT_TARGET_PATH", "DBT_LOG_PATH")
 # A metadata database `airflow db migrate` made once per test session (see migrate_db).
 _MIGRATED_DB: Path | None = None
 
@@ -70,7 +72,7 @@ def airflow_env(airflow_home: Path, connections: Mapping[str, str], **extra: str
     (``DBT_TARGET_PATH`` / ``DBT_LOG_PATH``, tests/conftest.py) are not passed on: Cosmos
     runs dbt in a copy of the project and reads the results from there.
     """
-    base = {k: v for k, v in _clean_env().items() if k not in ("DBT_TARGET_PATH", "DBT_LOG_PATH")}
+    base = {k: v for k, v in _clean_env().items() if k not in TEST_DBT_FOLDERS}
     return {
         **base,
         "AIRFLOW__COSMOS__CACHE_DIR": str(airflow_home / "cosmos_cache"),
