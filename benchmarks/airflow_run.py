@@ -26,6 +26,7 @@ identical (every step is idempotent): the benchmark checks it and fails otherwis
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -197,6 +198,22 @@ def time_plain_build(settings: Mapping[str, str], workdir: Path, repetitions: in
     return median
 
 
+def time_dbt_invocations(settings: Mapping[str, str], workdir: Path) -> dict[str, float]:
+    """dbt alone, one process: the daily run's selections built once each, against every
+    model built on its own (``benchmarks.dbt_invocations``)."""
+    from benchmarks.dbt_invocations import MARKER
+
+    env = {
+        **_base_env(),
+        **settings,
+        "DBT_TARGET_PATH": str(workdir / "invocations_target"),
+        "DBT_LOG_PATH": str(workdir / "invocations_logs"),
+    }
+    output = _run([sys.executable, "-m", "benchmarks.dbt_invocations"], env)
+    line = next(line for line in output.splitlines() if line.startswith(MARKER))
+    return json.loads(line[len(MARKER) :])
+
+
 def run(
     databases: DatabaseFactory,
     workdir: Path,
@@ -246,6 +263,9 @@ def run(
             if snapshot_marts(settings) != after_airflow:
                 raise BenchmarkRunError(f"{mode}: the plain dbt build changed the marts")
             runs += [(cold, plain_s), (warm, plain_s)]
+        invocations = time_dbt_invocations(settings, workdir)
+        if snapshot_marts(settings) != after_airflow:
+            raise BenchmarkRunError("the per-model dbt builds changed the marts")
 
     for airflow_run, plain_s in runs:
         mode = f"{airflow_run.mode}, {airflow_run.cache} cache"
@@ -279,4 +299,28 @@ def run(
                 f"`dags test` wall clock {airflow_run.wall_s:.1f} s (incl. Airflow start-up)",
             ),
         ]
+    models = int(invocations["models"])
+    results += [
+        Result(
+            NAME,
+            "dbt alone, one process: each selection built once",
+            invocations["per_selection_s"],
+            "s",
+            "`dbt build --selector` of the day's and the week's selections, dbtRunner",
+        ),
+        Result(
+            NAME,
+            "dbt alone, one process: each model built on its own",
+            invocations["per_model_s"],
+            "s",
+            f"{models} `dbt build --select <model>`, summed",
+        ),
+        Result(
+            NAME,
+            "dbt alone: ratio one build per model / per selection",
+            ratio(invocations["per_model_s"], invocations["per_selection_s"]),
+            "x",
+            "the least a task per model costs, before Airflow and Cosmos",
+        ),
+    ]
     return results

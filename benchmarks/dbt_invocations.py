@@ -1,0 +1,75 @@
+"""What one dbt invocation per model costs, dbt alone: the floor under B6's task groups.
+
+Run by ``benchmarks.airflow_run`` on its warehouse, in a process of its own
+(``python -m benchmarks.dbt_invocations``, libpq settings from ``PG*``), as Cosmos runs dbt
+in a task: in-process through ``dbtRunner``, the period in ``RETAIL_DAY`` /
+``RETAIL_WEEK_START``. After one untimed build (dbt's import, the project's parse), it
+times the daily run's two selections built once each, then every model of them built on
+its own (``--select <model>``, its tests included), and prints both as JSON. The ratio is
+what a task per model costs before any Airflow or Cosmos work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from ingestion import dbt
+
+SUNDAY, MONDAY = "2024-10-06", "2024-09-30"
+MARKER = "dbt invocations:"  # the line of the figures, among dbt's own output
+SELECTIONS = (
+    (dbt.SALES_SELECTOR, {"RETAIL_DAY": SUNDAY}),
+    (dbt.RETENTION_SELECTOR, {"RETAIL_WEEK_START": MONDAY}),
+)
+
+
+def _invoke(args: list[str], period: dict[str, str]) -> float:
+    from dbt.cli.main import dbtRunner
+
+    os.environ.update(period)
+    try:
+        started = time.perf_counter()
+        result = dbtRunner().invoke(
+            [*args, "--project-dir", str(dbt.DBT_PROJECT_DIR), "--profiles-dir",
+             str(dbt.DBT_PROJECT_DIR), "--quiet"]
+        )  # fmt: skip
+        seconds = time.perf_counter() - started
+    finally:
+        for name in period:
+            os.environ.pop(name, None)
+    if not result.success:
+        raise RuntimeError(f"dbt {' '.join(args)} failed: {result.exception}")
+    return seconds
+
+
+def _models(selector: str) -> list[str]:
+    from dbt.cli.main import dbtRunner
+
+    result = dbtRunner().invoke(
+        ["ls", "--selector", selector, "--resource-type", "model", "--resource-type",
+         "snapshot", "--output", "name", "--project-dir", str(dbt.DBT_PROJECT_DIR),
+         "--profiles-dir", str(dbt.DBT_PROJECT_DIR), "--quiet"]
+    )  # fmt: skip
+    return sorted(str(name).rsplit(".", 1)[-1] for name in result.result)
+
+
+def main() -> None:
+    for selector, period in SELECTIONS:  # dbt's import and the parse, untimed
+        _invoke(["build", "--selector", selector], period)
+    per_selection = sum(
+        _invoke(["build", "--selector", selector], period) for selector, period in SELECTIONS
+    )
+    models = 0
+    per_model = 0.0
+    for selector, period in SELECTIONS:
+        for model in _models(selector):
+            per_model += _invoke(["build", "--select", model], period)
+            models += 1
+    figures = {"per_selection_s": per_selection, "per_model_s": per_model, "models": models}
+    print(MARKER, json.dumps(figures), flush=True)
+
+
+if __name__ == "__main__":
+    main()
