@@ -209,7 +209,8 @@ def time_dbt_invocations(settings: Mapping[str, str], workdir: Path) -> dict[str
         "DBT_TARGET_PATH": str(workdir / "invocations_target"),
         "DBT_LOG_PATH": str(workdir / "invocations_logs"),
     }
-    output = _run([sys.executable, "-m", "benchmarks.dbt_invocations"], env)
+    command = [sys.executable, "-m", "benchmarks.dbt_invocations"]
+    output = _run([*command, SUNDAY.isoformat(), MONDAY.isoformat()], env)
     line = next(line for line in output.splitlines() if line.startswith(MARKER))
     return json.loads(line[len(MARKER) :])
 

@@ -1,8 +1,8 @@
 """What one dbt invocation per model costs, dbt alone: the floor under B6's task groups.
 
 Run by ``benchmarks.airflow_run`` on its warehouse, in a process of its own
-(``python -m benchmarks.dbt_invocations``, libpq settings from ``PG*``), as Cosmos runs dbt
-in a task: in-process through ``dbtRunner``, the period in ``RETAIL_DAY`` /
+(``python -m benchmarks.dbt_invocations DAY WEEK_START``, libpq settings from ``PG*``),
+as Cosmos runs dbt in a task: in-process through ``dbtRunner``, the period in ``RETAIL_DAY`` /
 ``RETAIL_WEEK_START``. After one untimed build (dbt's import, the project's parse), it
 times the daily run's two selections built once each, then every model of them built on
 its own (``--select <model>``, its tests included), and prints both as JSON. The ratio is
@@ -13,28 +13,29 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
+from typing import Any
 
 from ingestion import dbt
 
-SUNDAY, MONDAY = "2024-10-06", "2024-09-30"
 MARKER = "dbt invocations:"  # the line of the figures, among dbt's own output
-SELECTIONS = (
-    (dbt.SALES_SELECTOR, {"RETAIL_DAY": SUNDAY}),
-    (dbt.RETENTION_SELECTOR, {"RETAIL_WEEK_START": MONDAY}),
-)
+
+
+def _dbt(args: list[str]) -> Any:
+    from dbt.cli.main import dbtRunner
+
+    project = str(dbt.DBT_PROJECT_DIR)
+    return dbtRunner().invoke(
+        [*args, "--project-dir", project, "--profiles-dir", project, "--quiet"]
+    )
 
 
 def _invoke(args: list[str], period: dict[str, str]) -> float:
-    from dbt.cli.main import dbtRunner
-
     os.environ.update(period)
     try:
         started = time.perf_counter()
-        result = dbtRunner().invoke(
-            [*args, "--project-dir", str(dbt.DBT_PROJECT_DIR), "--profiles-dir",
-             str(dbt.DBT_PROJECT_DIR), "--quiet"]
-        )  # fmt: skip
+        result = _dbt(args)
         seconds = time.perf_counter() - started
     finally:
         for name in period:
@@ -45,25 +46,25 @@ def _invoke(args: list[str], period: dict[str, str]) -> float:
 
 
 def _models(selector: str) -> list[str]:
-    from dbt.cli.main import dbtRunner
-
-    result = dbtRunner().invoke(
-        ["ls", "--selector", selector, "--resource-type", "model", "--resource-type",
-         "snapshot", "--output", "name", "--project-dir", str(dbt.DBT_PROJECT_DIR),
-         "--profiles-dir", str(dbt.DBT_PROJECT_DIR), "--quiet"]
-    )  # fmt: skip
+    result = _dbt(["ls", "--selector", selector, "--resource-type", "model",
+                   "--resource-type", "snapshot", "--output", "name"])  # fmt: skip
     return sorted(str(name).rsplit(".", 1)[-1] for name in result.result)
 
 
-def main() -> None:
-    for selector, period in SELECTIONS:  # dbt's import and the parse, untimed
+def main(day: str, week_start: str) -> None:
+    """Time the builds of ``day`` (its f_sales) and of the ISO week starting ``week_start``."""
+    selections = (
+        (dbt.SALES_SELECTOR, {dbt.PERIOD_ENV["day"]: day}),
+        (dbt.RETENTION_SELECTOR, {dbt.PERIOD_ENV["week_start"]: week_start}),
+    )
+    for selector, period in selections:  # dbt's import and the parse, untimed
         _invoke(["build", "--selector", selector], period)
     per_selection = sum(
-        _invoke(["build", "--selector", selector], period) for selector, period in SELECTIONS
+        _invoke(["build", "--selector", selector], period) for selector, period in selections
     )
     models = 0
     per_model = 0.0
-    for selector, period in SELECTIONS:
+    for selector, period in selections:
         for model in _models(selector):
             per_model += _invoke(["build", "--select", model], period)
             models += 1
@@ -72,4 +73,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:3])
