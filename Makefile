@@ -41,14 +41,8 @@ report: venv  ## retention report (HTML + PNG charts) of the last WEEKS weeks ->
 test: venv  ## the test suite without the end-to-end runs (a few minutes)
 	$(BIN)/pytest -m "not slow" -n 2 --dist loadfile
 
-# Two processes for the end-to-end runs, then, alone, the one test whose point is a
-# race: the build-lock test's two concurrent dbt runs once failed on d_calendar
-# ("relation already exists") with the other process's runs loading the machine in CI,
-# a rare race of concurrent table builds, not yet fixed, that the README documents
-# (Concurrency); the test is about the model lock, not about that race.
 e2e: venv  ## the end-to-end runs (real Airflow runs, the CLI over whole ranges, the property test)
-	$(BIN)/pytest -m "slow and not serial" -n 2 --dist loadfile
-	$(BIN)/pytest -m "slow and serial"
+	$(BIN)/pytest -m slow -n 2 --dist loadfile
 
 # The browser tests (tests/e2e/test_browser.py) skip without it, and fail in CI.
 browser:  ## Debian's chromium for the browser tests (as root, or with sudo)

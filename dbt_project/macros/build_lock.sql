@@ -4,14 +4,21 @@
     delete+insert of the same day would both insert (duplicates), two table or view
     swaps collide on the `__dbt_backup` name, and a model reading a view another build
     is swapping fails with "relation does not exist" (seen with per-model locks). So one
-    model is built at a time in the warehouse: each model holds one session advisory lock
-    (the two-int key 7301554, 0, apart from ingestion.locks' one-bigint keys) from its
-    pre-hook to its post-hook, both outside the model's transaction: the lock covers the
-    transaction and the backup drop after its commit. dbt opens one connection per node
-    and closes it when the node ends, failed or not, which releases the lock too (this is
-    also why an `on-run-start` lock would not work: that connection is closed before any
-    model runs). The cost: a build's two dbt threads build models one at a time (its data
-    tests still run in parallel); Cosmos runs one model per task anyway.
+    model is built at a time in the warehouse: each model (and snapshot) holds one
+    session advisory lock (the two-int key 7301554, 0, apart from ingestion.locks'
+    one-bigint keys) for its whole materialization: dbt's own table, view, incremental
+    and snapshot materializations, wrapped below (`build_locked`) for the postgres
+    adapter. The lock is taken before the materialization looks up the model's relation
+    and released after the backup drop that follows its commit. A pre-hook would come
+    too late: dbt looks the relation up first, so a model another build created or
+    swapped meanwhile was created again ("relation already exists"). Under the lock,
+    `sync_relation_cache` makes dbt's relation cache (a schema is listed once per
+    invocation) agree with the catalog for the model's names. dbt opens one connection
+    per node and closes it when the node ends, failed or not, which releases the lock
+    too (this is also why an `on-run-start` lock would not work: that connection is
+    closed before any model runs). The cost: a build's two dbt threads build models one
+    at a time (its data tests still run in parallel); Cosmos runs one model per task
+    anyway.
 
     A model that cannot get the lock waits up to PIPELINE_LOCK_TIMEOUT_S seconds
     (default 600), then fails naming itself: "another dbt build of mart.f_sales is
@@ -47,3 +54,81 @@
 {% macro unlock_model_build() -%}
     select pg_advisory_unlock({{ build_lock_key() }})
 {%- endmacro %}
+
+
+{% macro build_locked(materialization) %}
+    {#- Run one of dbt's materializations holding the model-build lock (see the top). -#}
+    {% call statement('lock_model_build', auto_begin=False) -%}
+        commit;
+        {{ lock_model_build() }}
+    {%- endcall %}
+    {% do sync_relation_cache(this) %}
+    {% set result = materialization() %}
+    {% call statement('unlock_model_build', auto_begin=False) -%}
+        commit;
+        {{ unlock_model_build() }}
+    {%- endcall %}
+    {{ return(result) }}
+{% endmacro %}
+
+
+{% macro sync_relation_cache(relation) %}
+    {#- Make dbt's relation cache agree with the catalog for the names a materialization
+        looks up (the model, its __dbt_tmp and __dbt_backup): dbt lists a schema once per
+        invocation, and another build may have created, swapped or dropped them since. -#}
+    {%- set names = [
+        relation.identifier,
+        make_intermediate_relation(relation).identifier,
+        make_backup_relation(relation, 'table').identifier,
+    ] -%}
+    {%- set cached = {} -%}
+    {%- for name in names -%}
+        {#- lists the schema first if this invocation has not yet -#}
+        {%- do cached.update({name: adapter.get_relation(relation.database, relation.schema, name)}) -%}
+    {%- endfor -%}
+    {%- set catalog = run_query(
+        "select c.relname, case when c.relkind = 'v' then 'view'"
+        ~ " when c.relkind = 'm' then 'materialized_view' else 'table' end"
+        ~ " from pg_class as c join pg_namespace as n on n.oid = c.relnamespace"
+        ~ " where n.nspname = '" ~ relation.schema | replace("'", "''") ~ "' and c.relkind in ('r', 'p', 'v', 'm', 'f')"
+        ~ " and c.relname in ('" ~ names | join("', '") ~ "')"
+    ) -%}
+    {%- set actual = {} -%}
+    {%- for row in catalog.rows -%}
+        {%- do actual.update({row[0]: row[1]}) -%}
+    {%- endfor -%}
+    {%- for name in names -%}
+        {%- set known = cached[name] -%}
+        {%- set known_type = known.type if known is not none else none -%}
+        {%- if known_type != actual.get(name) -%}
+            {%- if known is not none -%}
+                {%- do adapter.cache_dropped(known) -%}
+            {%- endif -%}
+            {%- if name in actual -%}
+                {%- do adapter.cache_added(api.Relation.create(
+                    database=relation.database, schema=relation.schema, identifier=name,
+                    type=actual[name])) -%}
+            {%- endif -%}
+        {%- endif -%}
+    {%- endfor -%}
+{% endmacro %}
+
+
+{% materialization table, adapter='postgres' %}
+    {{ return(build_locked(dbt.materialization_table_default)) }}
+{% endmaterialization %}
+
+
+{% materialization view, adapter='postgres' %}
+    {{ return(build_locked(dbt.materialization_view_default)) }}
+{% endmaterialization %}
+
+
+{% materialization incremental, adapter='postgres' %}
+    {{ return(build_locked(dbt.materialization_incremental_default)) }}
+{% endmaterialization %}
+
+
+{% materialization snapshot, adapter='postgres' %}
+    {{ return(build_locked(dbt.materialization_snapshot_default)) }}
+{% endmaterialization %}

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 import threading
+import time
 
 import pytest
 
 from ingestion import dbt
 from ingestion.warehouse import connect
 from support.mart_tables import TABLES, query
+from support.staging import load_fixtures
 
 DAY_VARS = {"day": "2024-09-20..2024-10-02"}
 
@@ -29,13 +32,16 @@ def _day_marts(settings: dict[str, str]) -> dict[str, list[tuple]]:
 
 
 def _dbt_build(
-    settings: dict[str, str], *extra_env: tuple[str, str], verb: str = "build"
+    settings: dict[str, str],
+    *extra_env: tuple[str, str],
+    verb: str = "build",
+    select: str | None = None,
+    args: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
     command = [
         dbt.dbt_executable(),
         verb,
-        "--selector",
-        dbt.SALES_SELECTOR,
+        *(["--select", select] if select else ["--selector", dbt.SALES_SELECTOR]),
         "--vars",
         json.dumps(DAY_VARS),
         "--project-dir",
@@ -43,6 +49,7 @@ def _dbt_build(
         "--profiles-dir",
         str(dbt.DBT_PROJECT_DIR),
         "--no-use-colors",
+        *args,
     ]
     # Each invocation gets its own target and log folders, as each Cosmos task runs dbt
     # in its own copy of the project: the test is about the warehouse, not about two
@@ -59,9 +66,8 @@ def _dbt_build(
         return subprocess.run(command, env=env, capture_output=True, text=True, check=False)
 
 
-# Three dbt builds, two at once: make e2e runs it alone, after the other end-to-end runs.
+# Three dbt builds, two at once.
 @pytest.mark.slow
-@pytest.mark.serial
 def test_two_dbt_runs_of_the_same_days_at_once_equal_one_build(staged_database) -> None:
     first = _dbt_build(staged_database)
     assert first.returncode == 0, first.stdout[-3000:]
@@ -105,3 +111,87 @@ def test_a_model_whose_lock_is_held_fails_naming_it(staged_database) -> None:
     assert "another dbt build of mart.d_calendar is running; waited 1 s" in result.stdout
     # the other models were built; only d_calendar and what depends on it were not
     assert "f_sales" in result.stdout
+
+
+def _model_waiting_for_the_lock(
+    settings: dict[str, str], build: threading.Thread, outcome: list
+) -> tuple[str, str]:
+    """The model (schema, name) whose build waits for the lock, once one does."""
+    deadline = time.monotonic() + 120
+    while True:
+        waiting = query(
+            settings,
+            "select a.query from pg_locks as l join pg_stat_activity as a using (pid)"
+            " where l.locktype = 'advisory' and not l.granted"
+            " and l.classid = 7301554 and l.objid = 0"
+            " and l.database = (select oid from pg_database where datname = current_database())",
+        )
+        if waiting:
+            found = re.search(r"another dbt build of (\w+)\.(\w+) is running", waiting[0][0])
+            assert found, waiting
+            return found[1], found[2]
+        assert build.is_alive() and time.monotonic() < deadline, outcome
+        time.sleep(0.1)
+
+
+def test_a_model_looks_up_its_relation_only_once_it_holds_the_lock(make_database) -> None:
+    """Another build creates the model while this one waits for the lock (two first
+    builds of an empty warehouse at once): this one must see it and swap it, not fail
+    creating it again ("relation already exists")."""
+    settings = make_database()
+    holder = connect(settings)
+    holder.autocommit = True
+    with holder.cursor() as cur:
+        cur.execute("select pg_advisory_lock(7301554, 0)")  # another build's model
+    outcome: list[subprocess.CompletedProcess] = []
+    waiting = threading.Thread(
+        target=lambda: outcome.append(_dbt_build(settings, verb="run", select="d_calendar"))
+    )
+    waiting.start()
+    try:
+        assert _model_waiting_for_the_lock(settings, waiting, outcome) == ("mart", "d_calendar")
+        with holder.cursor() as cur:  # what the other build's model leaves behind
+            cur.execute("create schema if not exists mart; create table mart.d_calendar (x int)")
+            cur.execute("select pg_advisory_unlock(7301554, 0)")
+    finally:
+        holder.close()
+        waiting.join(timeout=300)
+    assert outcome and outcome[0].returncode == 0, outcome[0].stdout[-4000:]
+    assert query(settings, "select count(*) > 3000 from mart.d_calendar") == [(True,)]
+
+
+def test_a_model_sees_what_other_builds_made_since_its_invocation_began(
+    make_database, fixtures_dir
+) -> None:
+    """dbt lists a schema's relations once per invocation: a mart model created by
+    another build after this invocation built its first mart model is still found (not
+    created again: "relation already exists") once the model holds the lock."""
+    settings = make_database()
+    load_fixtures(settings, fixtures_dir)
+    holder = connect(settings)
+    holder.autocommit = True
+    outcome: list[subprocess.CompletedProcess] = []
+    build = threading.Thread(
+        target=lambda: outcome.append(_dbt_build(settings, verb="run", args=("--threads", "1")))
+    )
+    try:
+        with holder.cursor() as cur:
+            cur.execute("select pg_advisory_lock(7301554, 0)")  # another build's model
+            build.start()
+            built_a_mart_model = False
+            while True:
+                schema, model = _model_waiting_for_the_lock(settings, build, outcome)
+                if schema == "mart" and built_a_mart_model:
+                    break
+                built_a_mart_model = schema == "mart"
+                # let that model build, then queue up again before the next one
+                cur.execute("select pg_advisory_unlock(7301554, 0)")
+                cur.execute("select pg_advisory_lock(7301554, 0)")
+            # the other build creates the model this invocation is about to build
+            cur.execute(f"create table mart.{model} (x int)")
+            cur.execute("select pg_advisory_unlock(7301554, 0)")
+    finally:
+        holder.close()
+        build.join(timeout=600)
+    assert outcome and outcome[0].returncode == 0, outcome[0].stdout[-4000:]
+    assert re.search(rf"OK created sql \w+ model mart\.{model}\b", outcome[0].stdout)
