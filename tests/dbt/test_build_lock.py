@@ -22,6 +22,9 @@ from support.mart_tables import TABLES, query
 from support.staging import load_fixtures
 
 DAY_VARS = {"day": "2024-09-20..2024-10-02"}
+# The model-build lock (dbt_project/macros/build_lock.sql), taken as another build would.
+LOCK = "select pg_advisory_lock(7301554, 0)"
+UNLOCK = "select pg_advisory_unlock(7301554, 0)"
 
 
 def _day_marts(settings: dict[str, str]) -> dict[str, list[tuple]]:
@@ -103,7 +106,7 @@ def test_a_model_whose_lock_is_held_fails_naming_it(staged_database) -> None:
     holder.autocommit = True
     try:
         with holder.cursor() as cur:
-            cur.execute("select pg_advisory_lock(7301554, 0)")  # the model build lock
+            cur.execute(LOCK)
         result = _dbt_build(staged_database, ("PIPELINE_LOCK_TIMEOUT_S", "1"))
     finally:
         holder.close()
@@ -142,7 +145,7 @@ def test_a_model_looks_up_its_relation_only_once_it_holds_the_lock(make_database
     holder = connect(settings)
     holder.autocommit = True
     with holder.cursor() as cur:
-        cur.execute("select pg_advisory_lock(7301554, 0)")  # another build's model
+        cur.execute(LOCK)  # another build's model
     outcome: list[subprocess.CompletedProcess] = []
     waiting = threading.Thread(
         target=lambda: outcome.append(_dbt_build(settings, verb="run", select="d_calendar"))
@@ -152,7 +155,7 @@ def test_a_model_looks_up_its_relation_only_once_it_holds_the_lock(make_database
         assert _model_waiting_for_the_lock(settings, waiting, outcome) == ("mart", "d_calendar")
         with holder.cursor() as cur:  # what the other build's model leaves behind
             cur.execute("create schema if not exists mart; create table mart.d_calendar (x int)")
-            cur.execute("select pg_advisory_unlock(7301554, 0)")
+            cur.execute(UNLOCK)
     finally:
         holder.close()
         waiting.join(timeout=300)
@@ -176,20 +179,20 @@ def test_a_model_sees_what_other_builds_made_since_its_invocation_began(
     )
     try:
         with holder.cursor() as cur:
-            cur.execute("select pg_advisory_lock(7301554, 0)")  # another build's model
+            cur.execute(LOCK)  # another build's model
             build.start()
             built_a_mart_model = False
             while True:
                 schema, model = _model_waiting_for_the_lock(settings, build, outcome)
                 if schema == "mart" and built_a_mart_model:
                     break
-                built_a_mart_model = schema == "mart"
+                built_a_mart_model = built_a_mart_model or schema == "mart"
                 # let that model build, then queue up again before the next one
-                cur.execute("select pg_advisory_unlock(7301554, 0)")
-                cur.execute("select pg_advisory_lock(7301554, 0)")
+                cur.execute(UNLOCK)
+                cur.execute(LOCK)
             # the other build creates the model this invocation is about to build
             cur.execute(f"create table mart.{model} (x int)")
-            cur.execute("select pg_advisory_unlock(7301554, 0)")
+            cur.execute(UNLOCK)
     finally:
         holder.close()
         build.join(timeout=600)
