@@ -16,9 +16,12 @@
     invocation) agree with the catalog for the model's names. dbt opens one connection
     per node and closes it when the node ends, failed or not, which releases the lock
     too (this is also why an `on-run-start` lock would not work: that connection is
-    closed before any model runs). The cost: a build's two dbt threads build models one
-    at a time (its data tests still run in parallel); Cosmos runs one model per task
-    anyway.
+    closed before any model runs). Data tests and unit tests hold the same lock shared:
+    they run beside each other but never while a model is built, so a test never reads
+    a view or table that another build is swapping ("relation does not exist"). The
+    cost: a build's two dbt threads build models one at a time, and its tests wait for
+    the model being built (two statements more per node: about 0.3 s on a day's build);
+    Cosmos runs one model and then its tests per task anyway.
 
     A model that cannot get the lock waits up to PIPELINE_LOCK_TIMEOUT_S seconds
     (default 600), then fails naming itself: "another dbt build of mart.f_sales is
@@ -31,7 +34,7 @@
 {%- endmacro %}
 
 
-{% macro lock_model_build() -%}
+{% macro lock_model_build(shared=false) -%}
     {%- set timeout_s = env_var('PIPELINE_LOCK_TIMEOUT_S', '600') | trim -%}
     {%- if not (timeout_s | float(0)) > 0 -%}
         {%- do exceptions.raise_compiler_error("PIPELINE_LOCK_TIMEOUT_S='" ~ timeout_s ~ "' is not a positive number of seconds") -%}
@@ -41,32 +44,39 @@
         previous text := current_setting('lock_timeout');
     begin
         perform set_config('lock_timeout', '{{ [((timeout_s | float) * 1000) | round | int, 1] | max }}ms', true);
-        perform pg_advisory_lock({{ build_lock_key() }});
+        perform pg_advisory_lock{{ '_shared' if shared }}({{ build_lock_key() }});
         perform set_config('lock_timeout', previous, true);
     exception when lock_not_available then
+        {% if shared -%}
+        raise exception 'a dbt build of a model is running; data test {{ model.name }} waited {{ timeout_s }} s'
+        {%- else -%}
         raise exception 'another dbt build of {{ this.schema }}.{{ this.identifier }} is running; waited {{ timeout_s }} s'
+        {%- endif %}
             using errcode = 'lock_not_available';
     end
     $lock$
 {%- endmacro %}
 
 
-{% macro unlock_model_build() -%}
-    select pg_advisory_unlock({{ build_lock_key() }})
+{% macro unlock_model_build(shared=false) -%}
+    select pg_advisory_unlock{{ '_shared' if shared }}({{ build_lock_key() }})
 {%- endmacro %}
 
 
-{% macro build_locked(materialization) %}
-    {#- Run one of dbt's materializations holding the model-build lock (see the top). -#}
+{% macro build_locked(materialization, shared=false) %}
+    {#- Run one of dbt's materializations holding the model-build lock (see the top):
+        shared for a test, which only reads, exclusive otherwise. -#}
     {% call statement('lock_model_build', auto_begin=False) -%}
         commit;
-        {{ lock_model_build() }}
+        {{ lock_model_build(shared) }}
     {%- endcall %}
-    {% do sync_relation_cache(this) %}
+    {% if not shared %}
+        {% do sync_relation_cache(this) %}
+    {% endif %}
     {% set result = materialization() %}
     {% call statement('unlock_model_build', auto_begin=False) -%}
         commit;
-        {{ unlock_model_build() }}
+        {{ unlock_model_build(shared) }}
     {%- endcall %}
     {{ return(result) }}
 {% endmacro %}
@@ -131,4 +141,16 @@
 
 {% materialization snapshot, adapter='postgres' %}
     {{ return(build_locked(dbt.materialization_snapshot_default)) }}
+{% endmaterialization %}
+
+
+{#- Data tests and unit tests read what models build: they hold the lock shared, so they
+    run beside each other but never while a model is being swapped. -#}
+{% materialization test, adapter='postgres' %}
+    {{ return(build_locked(dbt.materialization_test_default, shared=true)) }}
+{% endmaterialization %}
+
+
+{% materialization unit, adapter='postgres' %}
+    {{ return(build_locked(dbt.materialization_unit_default, shared=true)) }}
 {% endmaterialization %}

@@ -81,9 +81,8 @@ def test_two_dbt_runs_of_the_same_days_at_once_equal_one_build(staged_database) 
 
     def build() -> None:
         start.wait(timeout=30)
-        # `run`, not `build`: a data test of one build may read a view the other swaps
-        # (README, Concurrency); the models' writes are what the locks serialise.
-        results.append(_dbt_build(staged_database, verb="run"))
+        # `build`: models and their data tests, which the lock keeps apart
+        results.append(_dbt_build(staged_database))
 
     threads = [threading.Thread(target=build) for _ in range(2)]
     for thread in threads:
@@ -116,10 +115,10 @@ def test_a_model_whose_lock_is_held_fails_naming_it(staged_database) -> None:
     assert "f_sales" in result.stdout
 
 
-def _model_waiting_for_the_lock(
-    settings: dict[str, str], build: threading.Thread, outcome: list
-) -> tuple[str, str]:
-    """The model (schema, name) whose build waits for the lock, once one does."""
+def _waiting_for_the_lock(
+    settings: dict[str, str], build: threading.Thread, outcome: list, pattern: str
+) -> re.Match:
+    """The first lock wait of a dbt build, matched in its statement, once there is one."""
     deadline = time.monotonic() + 120
     while True:
         waiting = query(
@@ -130,11 +129,21 @@ def _model_waiting_for_the_lock(
             " and l.database = (select oid from pg_database where datname = current_database())",
         )
         if waiting:
-            found = re.search(r"another dbt build of (\w+)\.(\w+) is running", waiting[0][0])
+            found = re.search(pattern, waiting[0][0])
             assert found, waiting
-            return found[1], found[2]
+            return found
         assert build.is_alive() and time.monotonic() < deadline, outcome
         time.sleep(0.1)
+
+
+def _model_waiting_for_the_lock(
+    settings: dict[str, str], build: threading.Thread, outcome: list
+) -> tuple[str, str]:
+    """The model (schema, name) whose build waits for the lock, once one does."""
+    found = _waiting_for_the_lock(
+        settings, build, outcome, r"another dbt build of (\w+)\.(\w+) is running"
+    )
+    return found[1], found[2]
 
 
 def test_a_model_looks_up_its_relation_only_once_it_holds_the_lock(make_database) -> None:
@@ -198,3 +207,39 @@ def test_a_model_sees_what_other_builds_made_since_its_invocation_began(
         build.join(timeout=600)
     assert outcome and outcome[0].returncode == 0, outcome[0].stdout[-4000:]
     assert re.search(rf"OK created sql \w+ model mart\.{model}\b", outcome[0].stdout)
+
+
+def test_a_data_test_waits_while_a_model_is_being_swapped(make_database) -> None:
+    """A data test reads what models build: it waits for a model build in progress
+    (here: the table renamed away, as in the middle of a swap) instead of failing with
+    "relation does not exist"."""
+    settings = make_database()
+    built = _dbt_build(settings, verb="run", select="d_calendar")
+    assert built.returncode == 0, built.stdout[-3000:]
+    holder = connect(settings)
+    holder.autocommit = True
+    outcome: list[subprocess.CompletedProcess] = []
+    tests = threading.Thread(
+        target=lambda: outcome.append(
+            _dbt_build(
+                settings,
+                verb="test",
+                select="d_calendar",
+                args=("--indirect-selection", "cautious"),  # not f_sales' relationships
+            )
+        )
+    )
+    try:
+        with holder.cursor() as cur:
+            cur.execute(LOCK)  # another build's model, in the middle of its swap
+            cur.execute("alter table mart.d_calendar rename to d_calendar__dbt_backup")
+            tests.start()
+            found = _waiting_for_the_lock(settings, tests, outcome, r"data test (\w+) waited")
+            assert "d_calendar" in found[1]
+            cur.execute("alter table mart.d_calendar__dbt_backup rename to d_calendar")
+            cur.execute(UNLOCK)
+    finally:
+        holder.close()
+        tests.join(timeout=300)
+    assert outcome and outcome[0].returncode == 0, outcome[0].stdout[-4000:]
+    assert re.search(r"PASS=[1-9]\d* WARN=0 ERROR=0", outcome[0].stdout), outcome[0].stdout
