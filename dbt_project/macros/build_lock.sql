@@ -48,7 +48,7 @@
         perform set_config('lock_timeout', previous, true);
     exception when lock_not_available then
         {% if shared -%}
-        raise exception 'a dbt build of a model is running; data test {{ model.name }} waited {{ timeout_s }} s'
+        raise exception 'a dbt build of a model is running; test {{ model.name }} waited {{ timeout_s }} s'
         {%- else -%}
         raise exception 'another dbt build of {{ this.schema }}.{{ this.identifier }} is running; waited {{ timeout_s }} s'
         {%- endif %}
