@@ -96,16 +96,12 @@
         {#- lists the schema first if this invocation has not yet -#}
         {%- do cached.update({name: adapter.get_relation(relation.database, relation.schema, name)}) -%}
     {%- endfor -%}
-    {%- set catalog = run_query(
-        "select c.relname, case when c.relkind = 'v' then 'view'"
-        ~ " when c.relkind = 'm' then 'materialized_view' else 'table' end"
-        ~ " from pg_class as c join pg_namespace as n on n.oid = c.relnamespace"
-        ~ " where n.nspname = '" ~ relation.schema | replace("'", "''") ~ "' and c.relkind in ('r', 'p', 'v', 'm', 'f')"
-        ~ " and c.relname in ('" ~ names | join("', '") ~ "')"
-    ) -%}
+    {#- what is there now, as dbt itself lists a schema (its types, one query) -#}
     {%- set actual = {} -%}
-    {%- for row in catalog.rows -%}
-        {%- do actual.update({row[0]: row[1]}) -%}
+    {%- for row in list_relations_without_caching(relation.without_identifier()) -%}
+        {%- if row['name'] in names -%}
+            {%- do actual.update({row['name']: row['type']}) -%}
+        {%- endif -%}
     {%- endfor -%}
     {%- for name in names -%}
         {%- set known = cached[name] -%}

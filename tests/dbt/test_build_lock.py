@@ -13,8 +13,12 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
+from psycopg2.extensions import cursor as Cursor
 
 from ingestion import dbt
 from ingestion.warehouse import connect
@@ -115,9 +119,38 @@ def test_a_model_whose_lock_is_held_fails_naming_it(staged_database) -> None:
     assert re.search(r"SKIP relation mart\.f_sales\b", result.stdout), result.stdout[-3000:]
 
 
-def _waiting_for_the_lock(
-    settings: dict[str, str], build: threading.Thread, outcome: list, pattern: str
-) -> re.Match:
+class _Build(threading.Thread):
+    """``_dbt_build`` in a thread of its own; ``succeeded()`` waits for it and checks it."""
+
+    def __init__(self, settings: dict[str, str], **build: Any) -> None:
+        super().__init__(daemon=True)
+        self.outcome: list[subprocess.CompletedProcess] = []
+        self._settings = settings
+        self._build = build
+
+    def run(self) -> None:
+        self.outcome.append(_dbt_build(self._settings, **self._build))
+
+    def succeeded(self) -> subprocess.CompletedProcess:
+        self.join(timeout=600)
+        assert self.outcome and self.outcome[0].returncode == 0, self.outcome[0].stdout[-4000:]
+        return self.outcome[0]
+
+
+@contextmanager
+def _another_build(settings: dict[str, str]) -> Iterator[Cursor]:
+    """A connection playing another build: it holds the model-build lock from the start."""
+    holder = connect(settings)
+    holder.autocommit = True
+    try:
+        with holder.cursor() as cur:
+            cur.execute(LOCK)
+            yield cur
+    finally:
+        holder.close()
+
+
+def _waiting_for_the_lock(build: _Build, settings: dict[str, str], pattern: str) -> re.Match:
     """The first lock wait of a dbt build, matched in its statement, once there is one."""
     deadline = time.monotonic() + 120
     while True:
@@ -132,17 +165,13 @@ def _waiting_for_the_lock(
             found = re.search(pattern, waiting[0][0])
             assert found, waiting
             return found
-        assert build.is_alive() and time.monotonic() < deadline, outcome
+        assert build.is_alive() and time.monotonic() < deadline, build.outcome
         time.sleep(0.1)
 
 
-def _model_waiting_for_the_lock(
-    settings: dict[str, str], build: threading.Thread, outcome: list
-) -> tuple[str, str]:
+def _model_waiting_for_the_lock(build: _Build, settings: dict[str, str]) -> tuple[str, str]:
     """The model (schema, name) whose build waits for the lock, once one does."""
-    found = _waiting_for_the_lock(
-        settings, build, outcome, r"another dbt build of (\w+)\.(\w+) is running"
-    )
+    found = _waiting_for_the_lock(build, settings, r"another dbt build of (\w+)\.(\w+) is running")
     return found[1], found[2]
 
 
@@ -151,24 +180,14 @@ def test_a_model_looks_up_its_relation_only_once_it_holds_the_lock(make_database
     builds of an empty warehouse at once): this one must see it and swap it, not fail
     creating it again ("relation already exists")."""
     settings = make_database()
-    holder = connect(settings)
-    holder.autocommit = True
-    with holder.cursor() as cur:
-        cur.execute(LOCK)  # another build's model
-    outcome: list[subprocess.CompletedProcess] = []
-    waiting = threading.Thread(
-        target=lambda: outcome.append(_dbt_build(settings, verb="run", select="d_calendar"))
-    )
-    waiting.start()
-    try:
-        assert _model_waiting_for_the_lock(settings, waiting, outcome) == ("mart", "d_calendar")
-        with holder.cursor() as cur:  # what the other build's model leaves behind
-            cur.execute("create schema if not exists mart; create table mart.d_calendar (x int)")
-            cur.execute(UNLOCK)
-    finally:
-        holder.close()
-        waiting.join(timeout=300)
-    assert outcome and outcome[0].returncode == 0, outcome[0].stdout[-4000:]
+    build = _Build(settings, verb="run", select="d_calendar")
+    with _another_build(settings) as cur:
+        build.start()
+        assert _model_waiting_for_the_lock(build, settings) == ("mart", "d_calendar")
+        # what the other build's model leaves behind
+        cur.execute("create schema if not exists mart; create table mart.d_calendar (x int)")
+        cur.execute(UNLOCK)
+    build.succeeded()
     assert query(settings, "select count(*) > 3000 from mart.d_calendar") == [(True,)]
 
 
@@ -180,33 +199,23 @@ def test_a_model_sees_what_other_builds_made_since_its_invocation_began(
     created again: "relation already exists") once the model holds the lock."""
     settings = make_database()
     load_fixtures(settings, fixtures_dir)
-    holder = connect(settings)
-    holder.autocommit = True
-    outcome: list[subprocess.CompletedProcess] = []
-    build = threading.Thread(
-        target=lambda: outcome.append(_dbt_build(settings, verb="run", args=("--threads", "1")))
-    )
-    try:
-        with holder.cursor() as cur:
-            cur.execute(LOCK)  # another build's model
-            build.start()
-            built_a_mart_model = False
-            while True:
-                schema, model = _model_waiting_for_the_lock(settings, build, outcome)
-                if schema == "mart" and built_a_mart_model:
-                    break
-                built_a_mart_model = built_a_mart_model or schema == "mart"
-                # let that model build, then queue up again before the next one
-                cur.execute(UNLOCK)
-                cur.execute(LOCK)
-            # the other build creates the model this invocation is about to build
-            cur.execute(f"create table mart.{model} (x int)")
+    build = _Build(settings, verb="run", args=("--threads", "1"))
+    with _another_build(settings) as cur:
+        build.start()
+        built_a_mart_model = False
+        while True:
+            schema, model = _model_waiting_for_the_lock(build, settings)
+            if schema == "mart" and built_a_mart_model:
+                break
+            built_a_mart_model = built_a_mart_model or schema == "mart"
+            # let that model build, then queue up again before the next one
             cur.execute(UNLOCK)
-    finally:
-        holder.close()
-        build.join(timeout=600)
-    assert outcome and outcome[0].returncode == 0, outcome[0].stdout[-4000:]
-    assert re.search(rf"OK created sql \w+ model mart\.{model}\b", outcome[0].stdout)
+            cur.execute(LOCK)
+        # the other build creates the model this invocation is about to build
+        cur.execute(f"create table mart.{model} (x int)")
+        cur.execute(UNLOCK)
+    result = build.succeeded()
+    assert re.search(rf"OK created sql \w+ model mart\.{model}\b", result.stdout)
 
 
 def test_a_data_test_waits_while_a_model_is_being_swapped(make_database) -> None:
@@ -216,30 +225,16 @@ def test_a_data_test_waits_while_a_model_is_being_swapped(make_database) -> None
     settings = make_database()
     built = _dbt_build(settings, verb="run", select="d_calendar")
     assert built.returncode == 0, built.stdout[-3000:]
-    holder = connect(settings)
-    holder.autocommit = True
-    outcome: list[subprocess.CompletedProcess] = []
-    tests = threading.Thread(
-        target=lambda: outcome.append(
-            _dbt_build(
-                settings,
-                verb="test",
-                select="d_calendar",
-                args=("--indirect-selection", "cautious"),  # not f_sales' relationships
-            )
-        )
+    # not f_sales' relationships to d_calendar: f_sales is not built here
+    tests = _Build(
+        settings, verb="test", select="d_calendar", args=("--indirect-selection", "cautious")
     )
-    try:
-        with holder.cursor() as cur:
-            cur.execute(LOCK)  # another build's model, in the middle of its swap
-            cur.execute("alter table mart.d_calendar rename to d_calendar__dbt_backup")
-            tests.start()
-            found = _waiting_for_the_lock(settings, tests, outcome, r"; test (\w+) waited")
-            assert "d_calendar" in found[1]
-            cur.execute("alter table mart.d_calendar__dbt_backup rename to d_calendar")
-            cur.execute(UNLOCK)
-    finally:
-        holder.close()
-        tests.join(timeout=300)
-    assert outcome and outcome[0].returncode == 0, outcome[0].stdout[-4000:]
-    assert re.search(r"PASS=[1-9]\d* WARN=0 ERROR=0", outcome[0].stdout), outcome[0].stdout
+    with _another_build(settings) as cur:  # its model, in the middle of its swap
+        cur.execute("alter table mart.d_calendar rename to d_calendar__dbt_backup")
+        tests.start()
+        found = _waiting_for_the_lock(tests, settings, r"; test (\w+) waited")
+        assert "d_calendar" in found[1]
+        cur.execute("alter table mart.d_calendar__dbt_backup rename to d_calendar")
+        cur.execute(UNLOCK)
+    result = tests.succeeded()
+    assert re.search(r"PASS=[1-9]\d* WARN=0 ERROR=0", result.stdout), result.stdout
