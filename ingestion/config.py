@@ -1,23 +1,14 @@
-"""Where the report API is and how to authenticate to it, read from the environment.
+"""Where the report API is and how to authenticate to it, outside Airflow: ``REPORT_API_*``.
 
-Inside Airflow the ``report_api`` connection is the source of truth; this module covers
-the other case (CLI, tests, CI), where ``REPORT_API_*`` variables configure the source
-and their absence means "start the local report API instead". It also writes the two
-Airflow connections (``warehouse``, ``report_api``) as the JSON or URI strings
-``AIRFLOW_CONN_*`` takes, for a local Airflow and the tests: plain strings, no Airflow
-import (``dags/sales_mart_support`` reads them back through the providers' hooks).
+Inside Airflow the ``report_api`` connection is the source of truth
+(``dags/sales_mart_support/connections.py``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import quote, urlencode
-
-from ingestion.warehouse import libpq_keywords
 
 ENV_URL = "REPORT_API_URL"
 ENV_KEY = "REPORT_API_KEY"
@@ -26,7 +17,7 @@ ENV_COHORT = "REPORT_API_COHORT"
 
 
 class ConfigurationError(ValueError):
-    """The environment configures the report API only partially."""
+    """A setting the command needs is missing; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +60,22 @@ class ApiSettings:
             cohort=values[ENV_COHORT],
         )
 
+    @classmethod
+    def require_env(cls, environ: Mapping[str, str] = os.environ) -> ApiSettings:
+        """Settings from ``REPORT_API_*``, or an error naming every missing variable.
+
+        Synthetic data never reaches a configured warehouse: only ``python -m retail_dev``
+        starts the local report API, and only for the embedded warehouse.
+        """
+        settings = cls.from_env(environ)
+        if settings is None:
+            raise ConfigurationError(
+                f"no report API configured: set {ENV_URL}, {ENV_KEY}, {ENV_NICKNAME} and"
+                f" {ENV_COHORT} (the local report API is used only with the embedded"
+                " warehouse of `python -m retail_dev`)"
+            )
+        return settings
+
     def headers(self) -> dict[str, str]:
         """The headers every API call carries (SPEC section 2)."""
         return {
@@ -77,75 +84,3 @@ class ApiSettings:
             "X-Project": "True",
             "X-API-KEY": self.api_key,
         }
-
-
-def warehouse_connection_json(libpq: Mapping[str, str]) -> str:
-    """The ``warehouse`` connection (JSON form) for libpq settings.
-
-    A password is written only when there is one; libpq parameters (``PGSSLMODE``...)
-    go to the extra.
-    """
-    fields: dict[str, Any] = {
-        "conn_type": "postgres",
-        "host": libpq["PGHOST"],
-        "port": int(libpq.get("PGPORT") or 5432),
-        "login": libpq.get("PGUSER") or "postgres",
-        "schema": libpq.get("PGDATABASE") or "postgres",
-    }
-    if libpq.get("PGPASSWORD"):
-        fields["password"] = libpq["PGPASSWORD"]
-    extra = libpq_keywords(libpq)
-    if extra:
-        fields["extra"] = extra
-    return json.dumps(fields)
-
-
-def warehouse_connection_uri(libpq: Mapping[str, str]) -> str:
-    """The ``warehouse`` connection as an Airflow URI (``postgresql://user[:pw]@host:port/db``).
-
-    A unix-socket directory host is percent-encoded, as Airflow's URI form requires;
-    libpq parameters become query arguments (Airflow's extra).
-    """
-    user = quote(libpq.get("PGUSER") or "postgres", safe="")
-    if libpq.get("PGPASSWORD"):
-        user += ":" + quote(libpq["PGPASSWORD"], safe="")
-    host = quote(libpq["PGHOST"], safe="")
-    port = int(libpq.get("PGPORT") or 5432)
-    database = quote(libpq.get("PGDATABASE") or "postgres", safe="")
-    query = urlencode(libpq_keywords(libpq))
-    return f"postgresql://{user}@{host}:{port}/{database}" + (f"?{query}" if query else "")
-
-
-def report_api_connection_json(api: ApiSettings) -> str:
-    """The ``report_api`` connection (JSON form): host = base URL, password = key."""
-    return json.dumps(
-        {
-            "conn_type": "http",
-            "host": api.base_url,
-            "password": api.api_key,
-            "extra": {"nickname": api.nickname, "cohort": api.cohort},
-        }
-    )
-
-
-def airflow_connection_env(
-    libpq: Mapping[str, str], api: ApiSettings, *, warehouse_form: str = "json"
-) -> dict[str, str]:
-    """``AIRFLOW_CONN_WAREHOUSE`` / ``AIRFLOW_CONN_REPORT_API`` for a local Airflow.
-
-    The JSON form keeps a unix-socket directory as the warehouse host and the report
-    API's base URL as the HTTP host, as the connections are documented, without URL
-    encoding; ``warehouse_form="uri"`` writes the warehouse as a URI, the other form
-    users give. The values hold secrets: pass them in the environment, never print them.
-    """
-    if warehouse_form not in ("json", "uri"):
-        raise ValueError(f"warehouse_form must be 'json' or 'uri', not {warehouse_form!r}")
-    warehouse = (
-        warehouse_connection_uri(libpq)
-        if warehouse_form == "uri"
-        else warehouse_connection_json(libpq)
-    )
-    return {
-        "AIRFLOW_CONN_WAREHOUSE": warehouse,
-        "AIRFLOW_CONN_REPORT_API": report_api_connection_json(api),
-    }

@@ -18,13 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from ingestion.project import calendar_bounds, iso_week_id
+
 SUNDAY = 7  # date.isoweekday()
 
-# The days d_calendar covers: dbt_project.yml's vars calendar_start / calendar_end
-# (tests/dags check they agree). The loader refuses rows dated outside them and a DAG
-# run for such a day fails at once: no mart could hold the day.
-CALENDAR_START = date(2020, 1, 1)
-CALENDAR_END = date(2030, 12, 31)
+# The days d_calendar covers: the loader refuses rows dated outside them and a DAG run
+# for such a day fails at once: no mart could hold the day.
+CALENDAR_START, CALENDAR_END = calendar_bounds()
 
 
 def report_day(trigger: datetime) -> date:
@@ -41,12 +41,6 @@ def iso_week_bounds(day: date) -> tuple[date, date]:
     """The Monday and the Sunday of the ISO week holding ``day``."""
     monday = day - timedelta(days=day.isoweekday() - 1)
     return monday, monday + timedelta(days=6)
-
-
-def iso_week_id(day: date) -> str:
-    """The ISO week of ``day`` as ``'IYYY-"W"IW'``, e.g. ``'2024-W40'``."""
-    iso = day.isocalendar()
-    return f"{iso.year:04d}-W{iso.week:02d}"
 
 
 def is_week_end(day: date) -> bool:

@@ -27,27 +27,18 @@ from pathlib import Path
 from typing import Any
 
 from ingestion import locks
+from ingestion.project import (
+    DBT_PROJECT_DIR,
+    PERIOD_ENV,
+    RETENTION_SELECTOR,
+    SALES_AND_RETENTION_SELECTOR,
+    SALES_SELECTOR,
+)
 
 log = logging.getLogger(__name__)
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
-
-# Node selections: the named selectors of dbt_project/selectors.yml, shared with the
-# Airflow DAG (Cosmos renders its task groups from the same selectors). They select the
-# tests indirectly, `buildable`: a day build runs the staging guards, the dimension and
-# f_sales tests and the per-day reconciliation, but not the weekly reconciliation (its
-# other parent, f_customer_retention, is built only for weeks).
-SALES_SELECTOR = "sales_mart"
-RETENTION_SELECTOR = "retention_mart"
-SALES_AND_RETENTION_SELECTOR = "sales_and_retention_marts"
 # dbt commands that write the warehouse: run under the marts' build lock (_marts_lock).
 WRITING_COMMANDS = frozenset({"build", "run", "seed", "snapshot", "run-operation"})
-
-# The period of a build, given to dbt in the environment rather than as --vars (the
-# macro incremental_period reads them when the variable is not set): dbt re-parses the
-# whole project whenever --vars change, which cost each day's build seconds; a variable
-# read only while executing leaves dbt's partial parsing valid. The DAG does the same.
-PERIOD_ENV = {"day": "RETAIL_DAY", "week_start": "RETAIL_WEEK_START"}
 
 FAILED_STATUSES = {"error", "fail", "runtime error"}
 SAMPLE_ROWS = 5

@@ -10,11 +10,11 @@ naming what it waited for: ``another load of staging.user_order_log is running; 
 - Loads take a transaction-level lock per staging table (:func:`xact_lock`, in the load's
   own transaction, released at its commit or rollback), in :data:`ingestion.loader.TABLES`
   order, so two loads never wait for each other crosswise.
-- ``ingestion.dbt`` holds a session-level lock (:func:`session_lock`, on a connection of
-  its own) for the whole ``dbt`` subprocess that writes the marts.
-- dbt itself, whoever starts it (Cosmos tasks, a terminal), takes a transaction-level
-  lock per model in the model's own transaction (macro ``serialize_model_build``): see
-  the README, section "Concurrency".
+- Every dbt invocation that writes the marts, from the CLI (``ingestion.dbt``) or a Cosmos
+  task (the DAG's ``pre_execute``), holds one session-level lock
+  (:data:`MARTS_BUILD_LOCK_KEY`, :func:`acquire`) on a connection of its own: the two
+  sides never build at once. dbt itself is used as it is; the marts' unique keys are the
+  backstop for a terminal ``dbt build`` beside them (docs/concurrency.md).
 
 The wait is PostgreSQL's ``lock_timeout``, set for the lock statement only; its default
 comes from ``PIPELINE_LOCK_TIMEOUT_S`` (seconds, :data:`DEFAULT_TIMEOUT_S` when unset).
@@ -90,35 +90,37 @@ def xact_lock(cur: Cursor, key: int, what: str, timeout_s: float | None = None) 
     cur.execute("select set_config('lock_timeout', %s, true)", (previous,))
 
 
-@contextmanager
-def session_lock(
-    settings: Mapping[str, str], key: int, what: str, timeout_s: float | None = None
-) -> Iterator[None]:
-    """Hold a session-level advisory lock, on a connection of its own, for the block.
+def acquire(settings: Mapping[str, str], key: int, what: str) -> Connection:
+    """Take a session-level advisory lock on a connection of its own and return it.
 
-    The connection is closed on exit, which releases the lock even if the unlock could
-    not run (and PostgreSQL releases it if this process dies).
+    Waits up to :func:`lock_timeout_s`, then raises :class:`LockTimeout`. Closing the
+    connection releases the lock, as PostgreSQL does when the process holding it dies.
     """
     from ingestion.warehouse import connect, libpq_keywords
 
-    timeout = lock_timeout_s() if timeout_s is None else timeout_s
-    keywords = {**libpq_keywords(settings), "application_name": "retail-lock"}
-    conn = connect(settings, **keywords)
+    timeout = lock_timeout_s()
+    conn = connect(settings, **{**libpq_keywords(settings), "application_name": "retail-lock"})
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute("set lock_timeout = %s", (_milliseconds(timeout),))
-            try:
-                cur.execute("select pg_advisory_lock(%s)", (key,))
-            except errors.LockNotAvailable as error:
-                raise _timed_out(what, timeout) from error
-        log.debug("holding the lock of %s", what)
-        try:
-            yield
-        finally:
-            if not conn.closed:
-                with conn.cursor() as cur:
-                    cur.execute("select pg_advisory_unlock(%s)", (key,))
+            cur.execute("select pg_advisory_lock(%s)", (key,))
+    except errors.LockNotAvailable as error:
+        conn.close()
+        raise _timed_out(what, timeout) from error
+    except BaseException:
+        conn.close()
+        raise
+    log.debug("holding the lock of %s", what)
+    return conn
+
+
+@contextmanager
+def session_lock(settings: Mapping[str, str], key: int, what: str) -> Iterator[None]:
+    """Hold a session-level advisory lock (:func:`acquire`) for the block."""
+    conn = acquire(settings, key, what)
+    try:
+        yield
     finally:
         conn.close()
 

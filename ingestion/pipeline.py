@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from psycopg2.extensions import connection as Connection
 
@@ -27,42 +27,14 @@ from ingestion.config import ApiSettings
 from ingestion.dates import iso_week_bounds, week_starts_ending_within
 from ingestion.loader import LoadSummary, load_increment, load_report, record_not_found
 from ingestion.migrate import migrate
+from ingestion.project import iso_week_id
 
-if TYPE_CHECKING:  # a development dependency, imported at run time only where it is used
-    from local_report_api import LocalReportApi
+__all__ = ["migrate"]  # the CLI's migration step, beside the others
 
 log = logging.getLogger(__name__)
 
 #: ``run``'s progress: (what it is doing now, days done since the last call, rows loaded).
 Progress = Callable[[str, int, int], None]
-
-
-@contextmanager
-def report_source(settings: ApiSettings | None = None) -> Iterator[ApiSettings]:
-    """The configured report API, or a local one started for as long as it is needed.
-
-    Precedence (SPEC section 2): explicit settings, then the ``REPORT_API_*`` variables,
-    then the project's own local report API with deterministic synthetic data.
-    """
-    settings = settings or ApiSettings.from_env()
-    if settings is not None:
-        yield settings
-        return
-    from local_report_api import LocalApiConfig, LocalReportApi
-
-    with LocalReportApi(LocalApiConfig()) as api:
-        log.info("no REPORT_API_URL set: using the local report API at %s", api.url)
-        yield local_api_settings(api)
-
-
-def local_api_settings(api: LocalReportApi) -> ApiSettings:
-    """Client settings that reach a running local report API with its key and headers."""
-    return ApiSettings(
-        base_url=api.url,
-        api_key=api.config.api_key,
-        nickname=api.config.nickname,
-        cohort=api.config.cohort,
-    )
 
 
 REPORT_DEADLINE_S = 300.0
@@ -153,12 +125,32 @@ def load_day(
         return load_fetched_increment(conn, fetched)
 
 
+class IncompleteWeekError(RuntimeError):
+    """A requested week has days neither loaded nor NOT FOUND: it was not built."""
+
+
 @dataclass(frozen=True)
 class RebuildPlan:
-    """What the marts must rebuild after loading days: f_sales days and retention weeks."""
+    """What the marts must rebuild after loading days: f_sales days, complete weeks to
+    build, and requested weeks left unbuilt with the days they miss."""
 
     days: list[date]
     week_starts: list[date]
+    incomplete: dict[date, list[date]] = field(default_factory=dict)
+
+    def incomplete_message(self) -> str | None:
+        """Why requested weeks were not built (SPEC section 4: no partial week), or None."""
+        if not self.incomplete:
+            return None
+        weeks = "; ".join(
+            f"week {iso_week_id(monday)} ({monday}..{monday + timedelta(6)}) misses"
+            f" {', '.join(day.isoformat() for day in missing)}"
+            for monday, missing in sorted(self.incomplete.items())
+        )
+        return (
+            f"not built, days neither loaded nor NOT FOUND (a failed or missing run): {weeks};"
+            " the run that loads the last missing day builds the week"
+        )
 
     def as_xcom(self) -> dict[str, Any]:
         """JSON-able, with the dbt variables ready for the Cosmos task templates."""
@@ -170,6 +162,7 @@ class RebuildPlan:
                 dbt.period_var(self.week_starts, step_days=7) if self.week_starts else None
             ),
             "build_week": bool(self.week_starts),
+            "incomplete": self.incomplete_message(),
         }
 
 
@@ -178,36 +171,34 @@ def plan_periods(
     last_day: date,
     changed_days: Iterable[date] = (),
     *,
-    latest_loaded_day: date | None = None,
-    published_weeks: Iterable[date] = (),
+    unaccounted_days: Iterable[date] = (),
     also_week_of: date | None = None,
 ) -> RebuildPlan:
     """The days and weeks to rebuild for a run over ``first_day..last_day``.
 
-    ``changed_days`` are the days the run's loads changed besides its own (a report's
-    other days, days a correction moved lines out of). Every one of them is refilled.
-    Retention is rebuilt for every week whose Sunday lies in the range, and for the week
-    of every changed day when that week is complete (its Sunday is no later than the
-    range's end or ``latest_loaded_day``, the last day a batch or a NOT FOUND answer was
-    recorded for) or already built (a Monday in ``published_weeks``: every week a build
-    covered, empty ones included): a week, once built, never keeps stale rows, and the
-    current week still waits for its Sunday unless it was built on request.
-    ``also_week_of`` adds that day's week even when incomplete (on request).
+    Every day of the range and every ``changed_days`` (a report's other days, days a
+    correction moved lines out of) is refilled. A week is built only when none of its
+    days is in ``unaccounted_days`` (neither loaded nor NOT FOUND, and not before the
+    source's first day). Requested weeks (a Sunday in the range, ``also_week_of``'s
+    week) that are not complete are returned in ``incomplete``; the weeks of changed
+    days are built once complete, so the run that loads a week's last day builds it.
     """
     if last_day < first_day:
         raise ValueError(f"day range {first_day}..{last_day} ends before it starts")
     changed = set(changed_days)
-    horizon = max(last_day, latest_loaded_day or last_day)
-    published = set(published_weeks)
-    weeks = set(week_starts_ending_within(first_day, last_day))
-    for day in changed:
-        monday, sunday = iso_week_bounds(day)
-        if sunday <= horizon or monday in published:
-            weeks.add(monday)
+    unaccounted = set(unaccounted_days)
+    requested = set(week_starts_ending_within(first_day, last_day))
     if also_week_of is not None:
-        weeks.add(iso_week_bounds(also_week_of)[0])
+        requested.add(iso_week_bounds(also_week_of)[0])
+    weeks, incomplete = [], {}
+    for monday in sorted(requested | {iso_week_bounds(day)[0] for day in changed}):
+        missing = [day for day in _days(monday, monday + timedelta(6)) if day in unaccounted]
+        if not missing:
+            weeks.append(monday)
+        elif monday in requested:
+            incomplete[monday] = missing
     days = sorted(changed.union(_days(first_day, last_day)))
-    return RebuildPlan(days=days, week_starts=sorted(weeks))
+    return RebuildPlan(days=days, week_starts=weeks, incomplete=incomplete)
 
 
 def rebuild_plan(
@@ -218,30 +209,23 @@ def rebuild_plan(
     *,
     also_week_of: date | None = None,
 ) -> RebuildPlan:
-    """:func:`plan_periods` with the warehouse's state: the last day loaded, built weeks."""
+    """:func:`plan_periods` with the warehouse's record of the days loaded or NOT FOUND
+    (``staging.load_audit``); days before the first one the source held count as done."""
     changed = sorted(set(changed_days))
+    candidates = {*changed, *_days(first_day, last_day), *([also_week_of] if also_week_of else [])}
+    week_days = sorted({day for c in candidates for day in _days(*iso_week_bounds(c))})
     with conn.cursor() as cur:
-        cur.execute("select max(end_day) from staging.load_audit")
-        latest_loaded_day = cur.fetchone()[0]
-        published: list[date] = []
-        # every week retention was built for, empty ones included (dbt post-hook
-        # record_built_weeks)
-        cur.execute("select to_regclass('mart.f_customer_retention_weeks') is not null")
-        if changed and cur.fetchone()[0]:
-            cur.execute(
-                "select period_start from mart.f_customer_retention_weeks"
-                " where period_start = any(%s)",
-                ([iso_week_bounds(day)[0] for day in changed],),
-            )
-            published = [row[0] for row in cur.fetchall()]
+        cur.execute(
+            "select day from unnest(%s::date[]) as day"
+            " where day >= coalesce((select min(start_day) from staging.load_audit), '-infinity')"
+            " and not exists (select from staging.load_audit as audit"
+            " where day between audit.start_day and audit.end_day)",
+            (week_days,),
+        )
+        unaccounted = [row[0] for row in cur.fetchall()]
     conn.rollback()  # read only; leave no transaction open for the loader
     return plan_periods(
-        first_day,
-        last_day,
-        changed,
-        latest_loaded_day=latest_loaded_day,
-        published_weeks=published,
-        also_week_of=also_week_of,
+        first_day, last_day, changed, unaccounted_days=unaccounted, also_week_of=also_week_of
     )
 
 
@@ -253,6 +237,11 @@ class RunSummary:
     days_not_found: list[date] = field(default_factory=list)
     days_built: list[date] = field(default_factory=list)
     weeks_built: list[date] = field(default_factory=list)
+    incomplete: str | None = None
+
+    def raise_for_incomplete_weeks(self) -> None:
+        if self.incomplete:
+            raise IncompleteWeekError(f"f_customer_retention: {self.incomplete}")
 
     def format(self) -> str:
         lines = [load.format() for load in self.loads]
@@ -265,6 +254,8 @@ class RunSummary:
         )
         weeks = ", ".join(str(week) for week in self.weeks_built) or "none"
         lines.append(f"f_customer_retention rebuilt for weeks starting: {weeks}")
+        if self.incomplete:
+            lines.append(f"f_customer_retention: {self.incomplete}")
         return "\n".join(lines)
 
 
@@ -317,6 +308,7 @@ def run(
     dbt.build_periods(plan.days, plan.week_starts)
     summary.days_built = plan.days
     summary.weeks_built = plan.week_starts
+    summary.incomplete = plan.incomplete_message()
     return summary
 
 

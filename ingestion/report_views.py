@@ -1,5 +1,4 @@
-"""Views of the warehouse for the CLI, as rich tables: row counts, the latest retention
-week, and ``status`` (what was loaded per day, what the marts hold, freshness)."""
+"""``status`` as rich tables: what was loaded per day, what the marts hold, freshness."""
 
 from __future__ import annotations
 
@@ -11,18 +10,6 @@ from rich import box
 from rich.console import RenderableType
 from rich.table import Table
 
-COUNTED_TABLES = (
-    "staging.user_order_log",
-    "staging.user_activity_log",
-    "staging.customer_research",
-    "staging.price_log",
-    "mart.d_calendar",
-    "mart.d_city",
-    "mart.d_customer",
-    "mart.d_item",
-    "mart.f_sales",
-    "mart.f_customer_retention",
-)
 LOADED_TABLES = ("user_order_log", "user_activity_log", "customer_research", "price_log")
 
 
@@ -38,7 +25,7 @@ def rich_table(title: str | None, headers: tuple[str, ...], rows: list[tuple]) -
     return table
 
 
-def _query(conn: Connection, sql: str, params: tuple = ()) -> list[tuple]:
+def query(conn: Connection, sql: str, params: tuple = ()) -> list[tuple]:
     with conn.cursor() as cur:
         cur.execute(sql, params)
         rows = cur.fetchall()
@@ -47,43 +34,7 @@ def _query(conn: Connection, sql: str, params: tuple = ()) -> list[tuple]:
 
 
 def _exists(conn: Connection, table: str) -> bool:
-    return _query(conn, "select to_regclass(%s) is not null", (table,))[0][0]
-
-
-def table_counts(conn: Connection) -> Table:
-    """Row count of every staging and mart table (missing tables say so)."""
-    rows = [
-        # the names come from COUNTED_TABLES
-        (table, _query(conn, f"select count(*) from {table}")[0][0])
-        if _exists(conn, table)
-        else (table, "missing")
-        for table in COUNTED_TABLES
-    ]
-    return rich_table("Row counts", ("table", "rows"), rows)
-
-
-def latest_retention_week(conn: Connection) -> RenderableType:
-    """The most recent week of ``mart.f_customer_retention``, item by item."""
-    rows = _query(
-        conn,
-        """
-        select r.period_id, r.item_id, i.item_name,
-               r.new_customers_count, r.returning_customers_count,
-               r.refunded_customer_count, r.new_customers_revenue,
-               r.returning_customers_revenue, r.customers_refunded
-        from mart.f_customer_retention as r
-        left join mart.d_item as i on i.item_id = r.item_id
-        where r.period_start = (select max(period_start) from mart.f_customer_retention)
-        order by r.item_id
-        """,
-    )
-    if not rows:
-        return "mart.f_customer_retention is empty"
-    headers = (
-        "item_id", "item_name", "new", "returning", "refunded customers",
-        "new revenue", "returning revenue", "refunded lines",
-    )  # fmt: skip
-    return rich_table(f"Retention, week {rows[0][0]}", headers, [row[1:] for row in rows])
+    return query(conn, "select to_regclass(%s) is not null", (table,))[0][0]
 
 
 LOADS_SQL = f"""
@@ -119,7 +70,7 @@ def status(conn: Connection, today: date, limit: int) -> list[RenderableType]:
         return ["Never migrated (no staging.load_audit): `python -m ingestion run` loads data."]
     loads = [
         (str(first) if first == last else f"{first}..{last}", *rest)
-        for first, last, *rest in _query(conn, LOADS_SQL, (limit,))
+        for first, last, *rest in query(conn, LOADS_SQL, (limit,))
     ]
     if not loads:
         return ["Nothing loaded yet (staging.load_audit is empty)."]
@@ -129,9 +80,9 @@ def status(conn: Connection, today: date, limit: int) -> list[RenderableType]:
         for mart, table, sql in (("mart.f_sales", "mart.f_sales", SALES_DAYS_SQL),
             ("mart.f_customer_retention", "mart.f_customer_retention_weeks", WEEKS_SQL))
         if _exists(conn, table)
-        for held in _query(conn, sql)
+        for held in query(conn, sql)
     ]  # fmt: skip
-    latest, latest_loaded, missing = _query(
+    latest, latest_loaded, missing = query(
         conn,
         "select max(end_day), max(end_day) filter (where outcome = 'loaded'),"
         " max(end_day || ' ' || table_name) filter (where outcome = 'missing')"

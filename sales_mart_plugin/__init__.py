@@ -22,11 +22,10 @@ from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 from sqlalchemy.orm import object_session
 
-from ingestion.dates import iso_week_id, resolve_run_dates
+from ingestion.dates import resolve_run_dates
+from ingestion.project import SALES_MART_DAG_ID, iso_week_id
 
 log = logging.getLogger(__name__)
-
-DAG_ID = "sales_mart"
 
 
 def run_note(conf: dict[str, Any] | None, logical_date: Any, run_after: Any) -> str:
@@ -48,7 +47,7 @@ def run_note(conf: dict[str, Any] | None, logical_date: Any, run_after: Any) -> 
 
 
 def _annotate(dag_run: Any) -> None:
-    if dag_run.dag_id != DAG_ID:
+    if dag_run.dag_id != SALES_MART_DAG_ID:
         return
     session = object_session(dag_run)
     if session is not None:

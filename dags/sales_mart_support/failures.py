@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def _permanent_error_types() -> tuple[type[BaseException], ...]:
@@ -12,14 +15,16 @@ def _permanent_error_types() -> tuple[type[BaseException], ...]:
 
     from ingestion.client import AuthError
     from ingestion.loader import BadInputError
+    from ingestion.pipeline import IncompleteWeekError
     from sales_mart_support.connections import MissingConfiguration
 
     return (
         BadInputError,  # a file that cannot be loaded as it is
         MissingConfiguration,
+        IncompleteWeekError,  # a week's missing days: a later run loads them
         AuthError,  # the report API refused the key (401/403)
         AirflowNotFoundException,  # a connection that is not defined
-        ValueError,  # dates and settings that do not parse (DayOutsideCalendar is one too)
+        ValueError,  # dates and settings that do not parse, missing settings (ConfigurationError)
     )
 
 
@@ -49,22 +54,26 @@ def is_permanent_error(error: BaseException) -> bool:
     return isinstance(error, _permanent_error_types())
 
 
-@contextmanager
-def fail_fast_on_permanent_errors() -> Iterator[None]:
+def fail_fast(function: Callable[..., T]) -> Callable[..., T]:
     """Turn errors no retry can fix into ``AirflowFailException`` (no retries).
 
-    Every Python task of the DAG that reaches out runs inside this. Transient faults
+    Every Python task that reaches out is decorated (under ``@task``). Transient faults
     (network errors, HTTP 5xx, lock timeouts, ``psycopg2.OperationalError``) pass
     unchanged and are retried with backoff; bad input, bad configuration and date errors
     fail the task on its first try, with the original error chained for the log.
     """
-    try:
-        yield
-    except Exception as error:
-        if not is_permanent_error(error):
-            raise
-        from airflow.sdk.exceptions import AirflowFailException
 
-        raise AirflowFailException(
-            f"{type(error).__name__}: {error} (not retried: a retry cannot fix this)"
-        ) from error
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return function(*args, **kwargs)
+        except Exception as error:
+            if not is_permanent_error(error):
+                raise
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(
+                f"{type(error).__name__}: {error} (not retried: a retry cannot fix this)"
+            ) from error
+
+    return wrapper
