@@ -25,16 +25,16 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproj
 	touch $@
 
 demo: venv  ## embedded PostgreSQL + local report API, end to end
-	$(BIN)/python -m ingestion demo
+	$(BIN)/python -m retail_dev demo
 
 status: venv  ## what the warehouse holds: loads per day, mart periods, freshness
-	$(BIN)/python -m ingestion status
+	$(BIN)/python -m retail_dev status
 
 # The weekly retention report of the last WEEKS built weeks, from the warehouse the libpq
 # variables name (the embedded one of `make demo` when unset) -> reports/ (git-ignored).
 WEEKS ?= 8
 report: venv  ## retention report (HTML + PNG charts) of the last WEEKS weeks -> reports/, prints the page's path
-	$(BIN)/python -m ingestion report --weeks $(WEEKS)
+	$(BIN)/python -m retail_dev report --weeks $(WEEKS)
 
 # Two processes, one test file each at a time (module fixtures stay in one process): the
 # tests wait on dbt, Airflow and PostgreSQL in turn, so one process leaves a core idle.
@@ -98,7 +98,7 @@ $(MANIFEST): $(VENV)/.installed $(DBT_SOURCES)
 test e2e: manifest
 
 airflow: venv manifest  ## local Airflow (standalone, SQLite in .local/airflow) with the sales_mart and retention_report DAGs
-	$(BIN)/python -m ingestion airflow
+	$(BIN)/python -m retail_dev airflow
 
 docs: venv  ## dbt docs generate + serve on http://localhost:8081 (also in the Airflow UI via Cosmos)
-	$(BIN)/python -m ingestion docs
+	$(BIN)/python -m retail_dev docs

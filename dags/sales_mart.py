@@ -54,7 +54,9 @@ def plan_template(key: str) -> str:
 
 @dag(
     dag_id=SALES_MART_DAG_ID,
-    schedule=CronTriggerTimetable("0 3 * * *", timezone="UTC"),
+    # unpausing waits for the next 03:00 UTC instead of running a past day first (Airflow's
+    # default runs the last one when unpaused within 2.4 h of it)
+    schedule=CronTriggerTimetable("0 3 * * *", timezone="UTC", run_immediately=timedelta(0)),
     catchup=False,  # missed days are backfilled on purpose, not replayed after a pause
     max_active_runs=1,  # days one after the other: the runs share the marts
     dagrun_timeout=timedelta(hours=6),
@@ -133,11 +135,12 @@ def sales_mart() -> None:
                 report = client.wait_for_report(report_task_id, deadline_s=15, max_delay_s=4)
             except ReportTimeout:
                 return PokeReturnValue(is_done=False)
-        return PokeReturnValue(is_done=True, xcom_value=str(report.report_id))
+        ready = {"report_id": str(report.report_id), "start_day": report.start_day.isoformat()}
+        return PokeReturnValue(is_done=True, xcom_value=ready)
 
     @task
     @fail_fast
-    def load_day(report_id: str, day: str) -> list[str]:
+    def load_day(report: dict[str, str], day: str) -> list[str]:
         """Fetch D's increment into a temporary folder and load it (NOT FOUND: recorded).
         Returns the days whose marts changed: D and days a correction moved lines out of."""
         from ingestion.dates import parse_day
@@ -145,13 +148,17 @@ def sales_mart() -> None:
         from sales_mart_support.connections import report_api_settings, warehouse_connection
 
         with warehouse_connection() as conn:
-            loaded = fetch_and_load(conn, report_api_settings(), report_id, parse_day(day))
+            loaded = fetch_and_load(
+                conn, report_api_settings(), report["report_id"], parse_day(day)
+            )
         print(loaded.format() if loaded else f"{day}: no increment (NOT FOUND), recorded")
         return [changed.isoformat() for changed in (loaded.rebuild_days if loaded else [])]
 
     @task(task_id=PLAN, multiple_outputs=True)
     @fail_fast
-    def plan_rebuild(day: str, build_week: bool, changed: list[str]) -> dict[str, Any]:
+    def plan_rebuild(
+        day: str, build_week: bool, changed: list[str], report: dict[str, str]
+    ) -> dict[str, Any]:
         """D and the days D's load changed; the complete weeks they touch."""
         from ingestion.dates import parse_day
         from ingestion.pipeline import rebuild_plan
@@ -159,8 +166,11 @@ def sales_mart() -> None:
 
         run_day = parse_day(day)
         with warehouse_connection() as conn:
-            plan = rebuild_plan(conn, run_day, run_day, map(parse_day, changed),
-                                also_week_of=run_day if build_week else None)  # fmt: skip
+            plan = rebuild_plan(
+                conn, run_day, run_day, map(parse_day, changed),
+                source_start=parse_day(report["start_day"]),
+                also_week_of=run_day if build_week else None,
+            )  # fmt: skip
         planned = plan.as_xcom()
         print(f"f_sales days: {planned['day_var']}; weeks: {planned['week_start_var']}")
         return planned
@@ -178,8 +188,9 @@ def sales_mart() -> None:
     dates = resolve_run_dates()
     report_task_id = generate_report()
     chain(dates, prepare_staging(), report_task_id)
-    changed = load_day(wait_for_report(report_task_id), dates["day"])
-    plan = plan_rebuild(dates["day"], dates["build_week"], changed)
+    report = wait_for_report(report_task_id)
+    changed = load_day(report, dates["day"])
+    plan = plan_rebuild(dates["day"], dates["build_week"], changed, report)
     sales = dbt_group("build_sales_mart", SALES_SELECTOR, {PERIOD_ENV["day"]: plan_template(
         "day_var")})  # fmt: skip
     retention = dbt_group("build_retention_mart", RETENTION_SELECTOR,

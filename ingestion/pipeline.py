@@ -207,20 +207,21 @@ def rebuild_plan(
     last_day: date,
     changed_days: Iterable[date] = (),
     *,
+    source_start: date,
     also_week_of: date | None = None,
 ) -> RebuildPlan:
     """:func:`plan_periods` with the warehouse's record of the days loaded or NOT FOUND
-    (``staging.load_audit``); days before the first one the source held count as done."""
+    (``staging.load_audit``); days before ``source_start``, the first day the source
+    holds (its report's ``start_day``), count as done: a history may start mid-week."""
     changed = sorted(set(changed_days))
     candidates = {*changed, *_days(first_day, last_day), *([also_week_of] if also_week_of else [])}
     week_days = sorted({day for c in candidates for day in _days(*iso_week_bounds(c))})
     with conn.cursor() as cur:
         cur.execute(
-            "select day from unnest(%s::date[]) as day"
-            " where day >= coalesce((select min(start_day) from staging.load_audit), '-infinity')"
+            "select day from unnest(%s::date[]) as day where day >= %s"
             " and not exists (select from staging.load_audit as audit"
             " where day between audit.start_day and audit.end_day)",
-            (week_days,),
+            (week_days, source_start),
         )
         unaccounted = [row[0] for row in cur.fetchall()]
     conn.rollback()  # read only; leave no transaction open for the loader
@@ -301,7 +302,7 @@ def run(
                 summary.loads.append(loaded)
                 progress(f"loaded {day}", 1, loaded.rows_loaded)
     changed = [day for load in summary.loads for day in load.rebuild_days]
-    plan = rebuild_plan(conn, start, end, changed)
+    plan = rebuild_plan(conn, start, end, changed, source_start=report.start_day)
     progress("building the marts", 0, 0)
     # One dbt build for the whole plan: each day and week is still replaced on its
     # own, but dbt's start-up and parsing are paid once, not per day.

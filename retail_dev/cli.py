@@ -13,18 +13,22 @@ import os
 import shlex
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from psycopg2.extensions import connection as Connection
 from rich.table import Table
 
 from ingestion import cli
+from ingestion.config import ApiSettings
 from ingestion.loader import TABLES
 from ingestion.project import MART_TABLES
 from ingestion.report_views import query, rich_table
 from ingestion.warehouse import connection, libpq_settings
 from retail_dev.embedded import stop_embedded, use_embedded_default
+
+if TYPE_CHECKING:
+    from local_report_api import LocalReportApi
 
 app = typer.Typer(help=__doc__.split("\n\n")[0], no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)  # fmt: skip
@@ -45,14 +49,21 @@ def _local_defaults(
     if ctx.invoked_subcommand in FETCHING and embedded and not os.environ.get("REPORT_API_URL"):
         from local_report_api import LocalReportApi
 
-        api = ctx.with_resource(LocalReportApi())
-        os.environ.update(
-            REPORT_API_URL=api.url,
-            REPORT_API_KEY=api.config.api_key,
-            REPORT_API_NICKNAME=api.config.nickname,
-            REPORT_API_COHORT=api.config.cohort,
-        )
-        cli.log.info("no REPORT_API_URL: the local report API at %s (synthetic data)", api.url)
+        api = local_api_settings(ctx.with_resource(LocalReportApi()))
+        os.environ.update(api_env(api))
+        cli.log.info("no REPORT_API_URL: the local report API at %s (synthetic data)", api.base_url)
+
+
+def local_api_settings(api: LocalReportApi) -> ApiSettings:
+    """Client settings that reach a running local report API with its key and headers."""
+    return ApiSettings(api.url, api.config.api_key, api.config.nickname, api.config.cohort)
+
+
+def api_env(api: ApiSettings) -> dict[str, str]:
+    """``REPORT_API_*`` for ``api`` (secrets: pass them on, never print them)."""
+    values = (api.base_url, api.api_key, api.nickname, api.cohort)
+    names = ("URL", "KEY", "NICKNAME", "COHORT")
+    return {f"REPORT_API_{name}": value for name, value in zip(names, values, strict=True)}
 
 
 @app.command()

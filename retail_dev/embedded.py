@@ -58,15 +58,17 @@ def stop_embedded(pgdata: Path = PGDATA) -> bool:
     return True
 
 
-def use_embedded_default(environ: MutableMapping[str, str] = os.environ) -> bool:
+def use_embedded_default(
+    environ: MutableMapping[str, str] = os.environ, pgdata: Path = PGDATA
+) -> bool:
     """Start the embedded warehouse when ``PGHOST`` is unset; whether the warehouse is it.
 
     Only then may the local report API's synthetic data be loaded (SPEC section 2).
     """
     if not environ.get("PGHOST"):
-        environ.update(start_embedded())
+        environ.update(start_embedded(pgdata))
         return True
-    socket_dir = (PGDATA / "postmaster.pid").exists() and _socket_dir(PGDATA)
+    socket_dir = (pgdata / "postmaster.pid").exists() and _socket_dir(pgdata)
     return bool(socket_dir) and Path(environ["PGHOST"]).resolve() == socket_dir
 
 

@@ -31,7 +31,7 @@ AIRFLOW_HOME = REPO_ROOT / ".local" / "airflow"
 UI_PORT = 8080
 
 
-def warehouse_connection(libpq: Mapping[str, str], *, form: str = "json") -> str:
+def warehouse_conn(libpq: Mapping[str, str], *, form: str = "json") -> str:
     """The ``warehouse`` connection for ``AIRFLOW_CONN_WAREHOUSE``, as JSON or as a URI
     (a unix-socket folder host percent-encoded); a password only when there is one,
     libpq parameters (``PGSSLMODE``...) in the extra."""
@@ -52,7 +52,7 @@ def warehouse_connection(libpq: Mapping[str, str], *, form: str = "json") -> str
     return json.dumps(fields)
 
 
-def report_api_connection(api: ApiSettings) -> str:
+def report_api_conn(api: ApiSettings) -> str:
     """The ``report_api`` connection (JSON): host = base URL, password = key."""
     extra = {"nickname": api.nickname, "cohort": api.cohort}
     return json.dumps({"conn_type": "http", "host": api.base_url, "password": api.api_key,
@@ -64,8 +64,8 @@ def connection_env(
 ) -> dict[str, str]:
     """``AIRFLOW_CONN_WAREHOUSE`` / ``AIRFLOW_CONN_REPORT_API``: secrets, never print them."""
     return {
-        "AIRFLOW_CONN_WAREHOUSE": warehouse_connection(libpq, form=warehouse_form),
-        "AIRFLOW_CONN_REPORT_API": report_api_connection(api),
+        "AIRFLOW_CONN_WAREHOUSE": warehouse_conn(libpq, form=warehouse_form),
+        "AIRFLOW_CONN_REPORT_API": report_api_conn(api),
     }
 
 
@@ -126,8 +126,8 @@ def run_airflow(api_port: int) -> int:
             key = LocalApiConfig()
             api = ApiSettings(f"http://127.0.0.1:{api_port}", key.api_key, key.nickname,
                               key.cohort)  # fmt: skip
-        env["AIRFLOW_CONN_REPORT_API"] = report_api_connection(api or ApiSettings.require_env())
-    env.setdefault("AIRFLOW_CONN_WAREHOUSE", warehouse_connection(libpq_settings(env)))
+        env["AIRFLOW_CONN_REPORT_API"] = report_api_conn(api or ApiSettings.require_env())
+    env.setdefault("AIRFLOW_CONN_WAREHOUSE", warehouse_conn(libpq_settings(env)))
     home = Path(env["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     print(

@@ -19,13 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from ingestion.warehouse import (
-    connect,
-    create_database_if_missing,
-    drop_database,
-    libpq_settings,
-    start_embedded,
-)
+from ingestion.warehouse import connect, libpq_settings
+from retail_dev.embedded import create_database_if_missing, drop_database, start_embedded
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "course_api"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ingestion.warehouse import connect, ensure_warehouse, start_embedded, stop_embedded
+from ingestion.warehouse import connect
+from retail_dev.embedded import start_embedded, stop_embedded, use_embedded_default
 
 
 def _one(settings, query: str):
@@ -26,9 +27,11 @@ def test_fresh_database_is_empty(warehouse):
     assert tables == 0
 
 
-def test_configured_server_is_used_as_is(pg_server):
+def test_configured_server_is_used_as_is(pg_server, tmp_path: Path):
     environ = dict(pg_server)
-    assert ensure_warehouse(environ) == pg_server
+    assert not use_embedded_default(environ, tmp_path / "pgdata")  # not the embedded one
+    assert environ == pg_server
+    assert not (tmp_path / "pgdata").exists()
 
 
 def test_embedded_server_starts_and_is_reused(tmp_path: Path):
@@ -46,12 +49,15 @@ def test_embedded_server_starts_and_is_reused(tmp_path: Path):
     assert (pgdata / "PG_VERSION").exists()
 
 
-def test_ensure_warehouse_starts_embedded_without_pghost(tmp_path: Path):
+def test_embedded_default_starts_without_pghost(tmp_path: Path):
     environ: dict[str, str] = {}
-    settings = ensure_warehouse(environ, pgdata=tmp_path / "pgdata")
+    assert use_embedded_default(environ, tmp_path / "pgdata")
     try:
         assert environ["PGHOST"] == str(tmp_path / "pgdata")
-        assert _one(settings, "select current_database()") == "retail"
+        assert _one(environ, "select current_database()") == "retail"
+        # PGHOST exported for it (`eval $(python -m retail_dev env)`) is still the default
+        assert use_embedded_default({**environ}, tmp_path / "pgdata")
+        assert not use_embedded_default({**environ, "PGHOST": "127.0.0.1"}, tmp_path / "pgdata")
         # A user of the server that was killed stays registered with the wheel; stop
         # must not depend on every user having said goodbye.
         (tmp_path / "pgdata" / ".handle_pids.json").write_text("[2147483000]")

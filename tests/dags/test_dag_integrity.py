@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ingestion.dbt import PERIOD_ENV
+from ingestion.project import PERIOD_ENV, RETENTION_MART_ASSET, SALES_MART_DAG_ID
 
-DAG_ID = "sales_mart"
+DAG_ID = SALES_MART_DAG_ID
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 SALES_GROUP_MODELS = (
     "stg_report_api__user_order_log",
@@ -96,16 +96,18 @@ def test_flow(dag) -> None:
     assert downstream("resolve_run_dates") >= {"prepare_staging"}
     assert downstream("prepare_staging") == {"generate_report"}
     # One task fetches and loads D (or records NOT FOUND): no files between tasks.
-    assert downstream("wait_for_report") == {"load_day"}
+    assert downstream("wait_for_report") == {"load_day", "plan_rebuild"}
     assert downstream("load_day") == {"plan_rebuild"}
-    for gone in ("fetch_increment", "branch_on_increment", "load_staging", "increment_not_found"):
-        assert gone not in dag.task_ids, gone
-    assert dag.get_task("plan_rebuild").upstream_task_ids == {"load_day", "resolve_run_dates"}
+    assert dag.get_task("plan_rebuild").upstream_task_ids == {
+        "load_day",
+        "resolve_run_dates",
+        "wait_for_report",
+    }
     assert dag.get_task("plan_rebuild").trigger_rule == "all_success"
     sales_roots = {t for t in downstream("plan_rebuild") if t.startswith("build_sales_mart.")}
     assert sales_roots
     # the plan decides which weeks the retention group rebuilds: a short-circuit that
-    # skips only the retention group, so `end` (none_failed) runs either way
+    # skips the retention group and the asset event (or fails on a week's missing days)
     assert "has_weeks_to_build" in downstream("plan_rebuild")
     from airflow.providers.standard.operators.python import ShortCircuitOperator
 
@@ -115,12 +117,10 @@ def test_flow(dag) -> None:
     assert downstream("has_weeks_to_build") == {
         "build_retention_mart.f_customer_retention_model_build"
     }
-    assert "no_retention_today" not in dag.task_ids
-    assert dag.get_task("end").upstream_task_ids == {
-        "build_retention_mart.f_customer_retention_model_build"
-    }
-    assert dag.get_task("end").trigger_rule == "none_failed"
-    assert dag.get_task("end").downstream_task_ids == set()
+    publish = dag.get_task("publish_retention")
+    assert publish.upstream_task_ids == {"build_retention_mart.f_customer_retention_model_build"}
+    assert publish.trigger_rule == "all_success" and publish.downstream_task_ids == set()
+    assert [asset.name for asset in publish.outlets] == [RETENTION_MART_ASSET]
 
 
 def _dbt_tasks(dag, group: str) -> dict[str, object]:
@@ -161,6 +161,9 @@ def test_sales_group_builds_dimensions_and_f_sales_for_the_day(dag) -> None:
         assert task.install_deps is False, task.task_id
         assert not getattr(task, "full_refresh", False), task.task_id
         assert task.profile_config.profile_mapping.conn_id == "warehouse"
+        # the CLI's build lock, held around the task's dbt invocation
+        assert task._pre_execute_hook.__name__ == "hold_build_lock", task.task_id
+        assert task._post_execute_hook.__name__ == "release_build_lock", task.task_id
 
 
 def test_retention_group_builds_only_the_retention_mart_for_the_week(dag) -> None:
@@ -200,53 +203,30 @@ def test_task_groups_render_the_models_dbt_selects_for_their_selectors(
     "moment",
     [
         datetime(2026, 11, 23, 2, 59, tzinfo=UTC),
-        datetime(2026, 11, 23, 3, 0, tzinfo=UTC),
         datetime(2026, 11, 23, 3, 1, tzinfo=UTC),
-        datetime(2026, 11, 23, 13, 40, tzinfo=UTC),
         datetime(2026, 12, 31, 23, 59, tzinfo=UTC),
     ],
 )
-def test_scheduled_runs_are_those_of_the_old_start_date(dag, moment, monkeypatch) -> None:
-    """Dropping start_date changed no scheduled run: first run, next runs, after a pause."""
+def test_unpausing_schedules_the_next_run_not_a_past_day(dag, moment, monkeypatch) -> None:
+    """A newly unpaused DAG runs at the next 03:00 UTC: no run for a day the local report
+    API has no data for queues in front of a newcomer's first trigger."""
     import attrs
     import pendulum
     from airflow.timetables import trigger
-    from airflow.timetables.base import DataInterval, TimeRestriction
+    from airflow.timetables.base import TimeRestriction
 
-    # The DAG's timetable, as the scheduler's own class (the SDK one only describes it).
-    assert attrs.asdict(dag.timetable) == {
-        "expression": "0 3 * * *",
-        "timezone": "UTC",
-        "interval": timedelta(0),
-        "run_immediately": True,
-    }
-    new = trigger.CronTriggerTimetable("0 3 * * *", timezone="UTC", run_immediately=True)
-    old = trigger.CronTriggerTimetable("0 3 * * *", timezone="UTC")
+    settings = {"expression": "0 3 * * *", "timezone": "UTC", "interval": timedelta(0)}
+    assert attrs.asdict(dag.timetable) == {**settings, "run_immediately": timedelta(0)}
     monkeypatch.setattr(trigger, "utcnow", lambda: pendulum.instance(moment))
-    no_start = TimeRestriction(earliest=None, latest=None, catchup=False)
-    old_start = TimeRestriction(
-        earliest=pendulum.datetime(2024, 10, 1, tz="UTC"), latest=None, catchup=False
+    timetable = trigger.CronTriggerTimetable(
+        "0 3 * * *", timezone="UTC", run_immediately=timedelta(0)
     )
-    last_runs = [None] + [
-        DataInterval.exact(pendulum.instance(moment) - timedelta(days=days, hours=7))
-        for days in (0, 1, 30)
-    ]
-    for last in last_runs:
-        assert new.next_dagrun_info(
-            last_automated_data_interval=last, restriction=no_start
-        ) == old.next_dagrun_info(last_automated_data_interval=last, restriction=old_start)
-
-
-def test_calendar_bounds_are_dbt_projects() -> None:
-    import yaml
-
-    from ingestion.dates import CALENDAR_END, CALENDAR_START
-
-    project = yaml.safe_load(
-        (DAGS_DIR.parent / "dbt_project" / "dbt_project.yml").read_text(encoding="utf-8")
+    first = timetable.next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=None, latest=None, catchup=False),
     )
-    assert str(project["vars"]["calendar_start"]) == CALENDAR_START.isoformat()
-    assert str(project["vars"]["calendar_end"]) == CALENDAR_END.isoformat()
+    assert first.logical_date > moment
+    assert first.logical_date - moment <= timedelta(days=1)
 
 
 def test_profile_is_generated_from_the_connection_without_secrets(dag) -> None:
@@ -360,9 +340,10 @@ def test_scheduled_runs_resolve_their_day_and_week(logical_date, day, builds_wee
         assert dates["week_end"] == day
 
 
-def test_every_python_task_that_reaches_out_fails_fast_on_permanent_errors(dag) -> None:
-    """The fail-fast guard wraps each task body doing I/O (the short-circuit only decides)."""
-    import inspect
+def test_every_python_task_fails_fast_on_permanent_errors(dag) -> None:
+    """The fail-fast decorator wraps each Python task body (tests/dags/test_sales_mart_support
+    checks what it does)."""
+    from sales_mart_support.failures import fail_fast
 
     for task_id in (
         "resolve_run_dates",
@@ -371,6 +352,7 @@ def test_every_python_task_that_reaches_out_fails_fast_on_permanent_errors(dag) 
         "wait_for_report",
         "load_day",
         "plan_rebuild",
+        "has_weeks_to_build",
     ):
-        source = inspect.getsource(dag.get_task(task_id).python_callable)
-        assert "with fail_fast_on_permanent_errors()" in source, task_id
+        code = dag.get_task(task_id).python_callable.__code__
+        assert (code.co_filename, code.co_name) == (fail_fast.__code__.co_filename, "wrapper")

@@ -82,7 +82,7 @@ def test_the_image_does_not_ship_the_local_report_api(services) -> None:
     service = services["report-api"]
     source, target, mode = service["volumes"][0].split(":")
     assert (REPO_ROOT / source).resolve() == REPO_ROOT / "local_report_api" and mode == "ro"
-    # `python -m ingestion serve` imports it from the mount: its parent is on PYTHONPATH.
+    # uvicorn imports it from the mount: its parent is on PYTHONPATH.
     assert target == f"{service['environment']['PYTHONPATH']}/local_report_api"
 
 
@@ -142,17 +142,13 @@ def test_connections_are_the_ones_the_dag_reads(services) -> None:
     assert report_api["extra"] == {"nickname": defaults.nickname, "cohort": defaults.cohort}
 
 
-def test_report_api_command_exists_in_the_cli(services) -> None:
-    import typer
-
-    from ingestion.cli import app
+def test_report_api_command_serves_the_local_api(services) -> None:
+    from local_report_api import create_app
 
     command = services["report-api"]["command"].split()
-    assert command[:3] == ["python", "-m", "ingestion"]
-    assert command[3] == "serve"
-    serve = typer.main.get_command(app).commands["serve"]
-    args = serve.make_context("serve", command[4:]).params
-    assert args["host"] == "0.0.0.0" and args["port"] == 8000
+    assert command[:3] == ["uvicorn", "--factory", "local_report_api:create_app"]
+    assert command[3:] == ["--host", "0.0.0.0", "--port", "8000"]
+    assert create_app().title  # the factory needs no argument
 
 
 def test_shared_paths_match_the_code(services, compose) -> None:

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from ingestion.config import airflow_connection_env
 from ingestion.dates import CALENDAR_END, CALENDAR_START
+from retail_dev.local_airflow import connection_env as airflow_connection_env
 from support.airflow_cli import airflow_env, migrate_db
 
 # Real `airflow dags test` / backfill runs in subprocesses: end to end (`make e2e`).
@@ -94,8 +94,8 @@ class Airflow:
 def airflow(
     make_database, tmp_path_factory: pytest.TempPathFactory, dbt_manifest
 ) -> Iterator[Airflow]:
-    from ingestion.pipeline import local_api_settings
     from local_report_api import LocalApiConfig, LocalReportApi
+    from retail_dev.cli import local_api_settings
 
     warehouse = make_database()
     home = tmp_path_factory.mktemp("airflow_home")

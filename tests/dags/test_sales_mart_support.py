@@ -14,9 +14,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from ingestion.config import ApiSettings, airflow_connection_env, warehouse_connection_uri
+from ingestion.config import ApiSettings
 from ingestion.dates import DayOutsideCalendar
 from ingestion.warehouse import libpq_keywords
+from retail_dev.local_airflow import connection_env as airflow_connection_env
+from retail_dev.local_airflow import warehouse_conn
 from sales_mart_support import alerts, connections, failures
 from sales_mart_support.connections import (
     MissingConfiguration,
@@ -186,8 +188,9 @@ def test_warehouse_connection_forms_round_trip_without_a_placeholder_password(fo
 
 def test_extras_reach_libpq_on_a_real_server(warehouse, monkeypatch) -> None:
     """The Python tasks' connection carries the extra's options (real PostgreSQL)."""
-    uri = warehouse_connection_uri(
-        {**warehouse, "PGOPTIONS": "-c statement_timeout=4321", "PGCONNECT_TIMEOUT": "3"}
+    uri = warehouse_conn(
+        {**warehouse, "PGOPTIONS": "-c statement_timeout=4321", "PGCONNECT_TIMEOUT": "3"},
+        form="uri",
     )
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", uri)
     with warehouse_connection() as conn, conn.cursor() as cur:
@@ -198,9 +201,13 @@ def test_extras_reach_libpq_on_a_real_server(warehouse, monkeypatch) -> None:
 
 def _raised(error: BaseException) -> BaseException:
     """What a task body raising ``error`` raises through the fail-fast guard."""
+
+    @failures.fail_fast
+    def task_body() -> None:
+        raise error
+
     try:
-        with failures.fail_fast_on_permanent_errors():
-            raise error
+        task_body()
     except BaseException as raised:  # noqa: BLE001 - the point is to see it
         return raised
     raise AssertionError("nothing raised")

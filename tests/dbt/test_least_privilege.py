@@ -65,7 +65,7 @@ def built(logins, fixtures_dir):
         )
         folder = fixtures_dir / "increments" / DAY.isoformat()
         day = load_increment(conn, DAY, staging_files(folder, "_inc"), f"increment-{DAY}")
-        plan = rebuild_plan(conn, DAY, DAY, day.rebuild_days)  # reads the built weeks
+        plan = rebuild_plan(conn, DAY, DAY, day.rebuild_days, source_start=REPORT_START)
     assert report.tables["user_order_log"].rows_loaded > 0
     assert plan.days == [DAY]
     dbt.build_periods(

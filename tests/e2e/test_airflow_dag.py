@@ -32,8 +32,8 @@ from typing import Any
 
 import pytest
 
-from ingestion.config import airflow_connection_env
 from ingestion.warehouse import connect
+from retail_dev.local_airflow import connection_env as airflow_connection_env
 from support.airflow_cli import VENV_BIN, airflow_env, cli_env, migrate_db, run_command
 from support.mart_expectations import expected_marts
 from support.mart_tables import actual_marts
@@ -126,8 +126,8 @@ def _query(settings: Mapping[str, str], sql: str, *params: Any) -> list[tuple[An
 
 @pytest.fixture(scope="module")
 def scenario(make_database, tmp_path_factory: pytest.TempPathFactory) -> Scenario:
-    from ingestion.pipeline import local_api_settings
     from local_report_api import LocalApiConfig, LocalReportApi
+    from retail_dev.cli import local_api_settings
 
     warehouse = make_database()
     airflow_home = tmp_path_factory.mktemp("airflow_home")

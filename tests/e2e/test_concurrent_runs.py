@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from ingestion.warehouse import REPO_ROOT
+from ingestion.project import REPO_ROOT
 from local_report_api import LocalApiConfig, LocalReportApi
 from support.mart_tables import query, snapshot
 

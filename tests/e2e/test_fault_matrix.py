@@ -36,9 +36,9 @@ import pytest
 from psycopg2 import sql
 
 from ingestion import pipeline
-from ingestion.pipeline import local_api_settings
 from ingestion.warehouse import connect, connection
 from local_report_api import LocalApiConfig, LocalReportApi
+from retail_dev.cli import local_api_settings
 from support.extract_files import set_field
 from support.recorded_marts import libpq_environment
 from support.tcp_proxy import Fault, FaultyProxy
@@ -350,7 +350,7 @@ def test_warehouse_restarted_between_two_tasks(template, tmp_path: Path) -> None
     import warnings
 
     from ingestion import dbt
-    from ingestion.warehouse import start_embedded, stop_embedded
+    from retail_dev.embedded import start_embedded, stop_embedded
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from ingestion.config import airflow_connection_env
-from ingestion.pipeline import local_api_settings
 from local_report_api import LocalApiConfig, LocalReportApi
+from retail_dev.cli import local_api_settings
+from retail_dev.local_airflow import connection_env as airflow_connection_env
 from retention_report.render import CHART_TITLES
 from support.airflow_cli import VENV_BIN, airflow_env, migrate_db, run_command
 from support.recorded_marts import WEEK_IDS, build_recorded_marts

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from ingestion.config import airflow_connection_env
 from ingestion.dbt import DBT_PROJECT_DIR
-from ingestion.pipeline import local_api_settings
 from local_report_api import LocalApiConfig, LocalReportApi
+from retail_dev.cli import local_api_settings
+from retail_dev.local_airflow import connection_env as airflow_connection_env
 from support.airflow_cli import REPO_ROOT, VENV_BIN, airflow_env, cli_env, migrate_db, run_command
 
 pytestmark = pytest.mark.slow

@@ -150,6 +150,8 @@ def test_a_foreign_exception_is_shown_with_its_type(warehouse, monkeypatch, caps
         raise KeyError("files")
 
     monkeypatch.setattr(pipeline, "request_report", broken)
+    for name in ("URL", "KEY", "NICKNAME", "COHORT"):
+        monkeypatch.setenv(f"REPORT_API_{name}", "http://127.0.0.1:9" if name == "URL" else "x")
     assert cli.main(["load-report"]) == 1
     assert error_line(capsys.readouterr().err) == (
         "error: KeyError: 'files' (rerun with -v for the traceback)"

@@ -29,8 +29,8 @@ from ingestion.client import (
     fetch_files,
 )
 from ingestion.config import ApiSettings, ConfigurationError
-from ingestion.pipeline import local_api_settings
 from local_report_api import LocalApiConfig, LocalReportApi
+from retail_dev.cli import local_api_settings
 
 KEY = "secret-key-7b2d41"
 LOGICAL_NAMES = {"user_order_log", "user_activity_log", "customer_research", "price_log"}

@@ -23,36 +23,51 @@ def test_the_monday_run_builds_the_week_its_sunday_closes() -> None:
     assert plan.week_starts == [MONDAY_W40]
 
 
+def future(after: date) -> list[date]:
+    """Days after ``after`` up to a year on: not loaded yet."""
+    return [after + timedelta(days=n) for n in range(1, 366)]
+
+
 def test_a_weekday_run_builds_no_week() -> None:
     wednesday = date(2024, 10, 2)
-    assert plan_periods(wednesday, wednesday, latest_loaded_day=date(2024, 10, 1)).week_starts == []
+    assert plan_periods(wednesday, wednesday, unaccounted_days=future(wednesday)).week_starts == []
 
 
 def test_a_correction_rebuilds_the_day_and_the_complete_week_it_left() -> None:
     tuesday = date(2024, 10, 8)
-    plan = plan_periods(tuesday, tuesday, [date(2024, 9, 28)], latest_loaded_day=date(2024, 10, 7))
+    plan = plan_periods(tuesday, tuesday, [date(2024, 9, 28)], unaccounted_days=future(tuesday))
     assert plan.days == [date(2024, 9, 28), tuesday]
     assert plan.week_starts == [MONDAY_W39]  # W41 (the run's own week) waits for Sunday
+    assert plan.incomplete == {}  # nobody asked for W41
 
 
-def test_the_current_week_waits_unless_published() -> None:
-    """A rerun of Wednesday moving a line out of Monday of the same, incomplete week."""
-    wednesday, monday = date(2024, 10, 9), date(2024, 10, 7)
-    assert plan_periods(wednesday, wednesday, [monday]).week_starts == []
-    published = plan_periods(wednesday, wednesday, [monday], published_weeks=[MONDAY_W41])
-    assert published.week_starts == [MONDAY_W41]
-
-
-def test_a_rerun_of_an_old_day_rebuilds_its_week_once_the_pipeline_is_past_it() -> None:
-    """Rerunning 2024-10-02 after 2024-10-13 was loaded: W40 is complete, so it is rebuilt."""
+def test_a_week_with_a_missing_day_is_not_built_and_says_which() -> None:
+    """The Monday run of a week whose Wednesday failed (SPEC section 4: no partial week)."""
     wednesday = date(2024, 10, 2)
-    plan = plan_periods(wednesday, wednesday, [wednesday], latest_loaded_day=date(2024, 10, 13))
-    assert plan.week_starts == [MONDAY_W40]
+    plan = plan_periods(SUNDAY, SUNDAY, unaccounted_days=[wednesday, *future(SUNDAY)])
+    assert plan.days == [SUNDAY] and plan.week_starts == []
+    assert plan.incomplete == {MONDAY_W40: [wednesday]}
+    message = plan.incomplete_message()
+    assert "2024-W40" in message and "2024-10-02" in message and "2024-10-03" not in message
+    assert plan.as_xcom()["incomplete"] == message and plan.as_xcom()["build_week"] is False
+
+
+def test_the_run_that_loads_the_last_missing_day_builds_the_week() -> None:
+    wednesday = date(2024, 10, 2)
+    plan = plan_periods(wednesday, wednesday, [wednesday], unaccounted_days=future(SUNDAY))
+    assert plan.week_starts == [MONDAY_W40] and plan.incomplete == {}
+    # another day of the week still missing: the week waits, the run does not fail
+    thursday = wednesday + timedelta(days=1)
+    waiting = plan_periods(wednesday, wednesday, [wednesday], unaccounted_days=[thursday])
+    assert waiting.week_starts == [] and waiting.incomplete == {}
 
 
 def test_rebuild_week_on_request_and_report_days() -> None:
     wednesday = date(2024, 10, 2)
     assert plan_periods(wednesday, wednesday, also_week_of=wednesday).week_starts == [MONDAY_W40]
+    unfinished = plan_periods(wednesday, wednesday, also_week_of=wednesday,
+                              unaccounted_days=future(wednesday))  # fmt: skip
+    assert unfinished.week_starts == [] and list(unfinished.incomplete) == [MONDAY_W40]
     report_days = [date(2024, 9, 2) + timedelta(days=n) for n in range(28)]  # W36..W39
     plan = plan_periods(date(2024, 9, 30), date(2024, 10, 1), report_days)
     assert plan.days == [*report_days, date(2024, 9, 30), date(2024, 10, 1)]
@@ -67,17 +82,27 @@ def test_a_range_that_ends_before_it_starts_is_refused() -> None:
 @given(
     st.sets(st.dates(date(2020, 1, 1), date(2030, 12, 31)), max_size=6),
     st.dates(date(2020, 1, 8), date(2030, 12, 31)),
+    st.sets(st.dates(date(2020, 1, 1), date(2030, 12, 31)), max_size=6),
 )
 def test_every_changed_day_is_built_and_no_incomplete_week_is(
-    changed: set[date], last: date
+    changed: set[date], last: date, missing: set[date]
 ) -> None:
-    plan = plan_periods(last, last, changed)
+    """Days after the run's day are not loaded yet; ``missing`` days failed."""
+    unaccounted = missing | set(future(last))
+    plan = plan_periods(last, last, changed, unaccounted_days=unaccounted)
     assert set(plan.days) == changed | {last}
-    for monday in plan.week_starts:
-        assert monday.isoweekday() == 1 and monday + timedelta(days=6) <= last
-    for day in changed:
+    for monday in [*plan.week_starts, *plan.incomplete]:
+        assert monday.isoweekday() == 1
+    for monday in plan.week_starts:  # complete: every day accounted for
+        assert not unaccounted & {monday + timedelta(days=n) for n in range(7)}
+    for day in changed | {last}:
         monday, sunday = iso_week_bounds(day)
-        assert (monday in plan.week_starts) == (sunday <= last)
+        week = {monday + timedelta(days=n) for n in range(7)}
+        assert (monday in plan.week_starts) == (not unaccounted & week)
+    if last.isoweekday() == 7:  # the Monday run: built, or refused naming the missing days
+        monday = iso_week_bounds(last)[0]
+        week = {monday + timedelta(days=n) for n in range(7)}
+        assert plan.incomplete.get(monday, []) == sorted(unaccounted & week)
 
 
 def test_period_var_writes_runs_of_days_as_ranges() -> None:

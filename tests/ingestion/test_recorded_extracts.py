@@ -11,8 +11,8 @@ from datetime import date
 import pytest
 
 from ingestion.client import NotFound, ReportApiClient
-from ingestion.pipeline import local_api_settings
 from local_report_api import LocalApiConfig, LocalReportApi
+from retail_dev.cli import local_api_settings
 
 
 @pytest.fixture(scope="module")

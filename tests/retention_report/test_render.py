@@ -118,10 +118,10 @@ def test_no_built_week_is_a_clear_error(make_database, tmp_path) -> None:
     assert not any(tmp_path.iterdir())
 
 
-def test_python_m_ingestion_report_prints_the_page(recorded_marts, tmp_path) -> None:
+def test_python_m_retail_dev_report_prints_the_page(recorded_marts, tmp_path) -> None:
     env = {**os.environ, **recorded_marts, "RETENTION_REPORT_DIR": str(tmp_path / "out")}
     result = subprocess.run(
-        [sys.executable, "-m", "ingestion", "report", "--weeks", "3"],
+        [sys.executable, "-m", "retail_dev", "report", "--weeks", "3"],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -134,10 +134,10 @@ def test_python_m_ingestion_report_prints_the_page(recorded_marts, tmp_path) -> 
     assert printed.is_file()
 
 
-def test_python_m_ingestion_report_without_weeks_fails_clearly(make_database, tmp_path) -> None:
+def test_python_m_retail_dev_report_without_weeks_fails_clearly(make_database, tmp_path) -> None:
     env = {**os.environ, **make_database()}
     result = subprocess.run(
-        [sys.executable, "-m", "ingestion", "report", "--out-dir", str(tmp_path)],
+        [sys.executable, "-m", "retail_dev", "report", "--out-dir", str(tmp_path)],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

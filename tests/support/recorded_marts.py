@@ -13,9 +13,10 @@ from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
-from ingestion.pipeline import RunSummary, local_api_settings, run
+from ingestion.pipeline import RunSummary, run
 from ingestion.warehouse import connection
 from local_report_api import LocalApiConfig, LocalReportApi
+from retail_dev.cli import local_api_settings
 
 START, END = date(2024, 9, 8), date(2024, 10, 6)
 WEEK_IDS = [f"2024-W{week}" for week in range(36, 41)]
