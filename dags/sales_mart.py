@@ -6,9 +6,10 @@ a manual run without one), or the `day` param. D's increment is fetched and load
 staging in one task, then the dbt groups refill `f_sales` and the dimensions for D and
 for every day D's corrections moved lines out of. When D is a Sunday (or `rebuild_week`
 is set), `f_customer_retention` is rebuilt for D's ISO week, provided each of its seven
-days is loaded or NOT FOUND; otherwise `has_weeks_to_build` fails naming the missing
-days, and the run that later loads the last of them builds the week. `publish_retention`
-then records the `mart.f_customer_retention` asset event that starts `retention_report`.
+days is loaded or NOT FOUND; otherwise `check_weeks_complete` fails naming the missing
+days (after the complete weeks are built), and the run that later loads the last of them
+builds the week. `publish_retention` records the `mart.f_customer_retention` asset event
+that starts `retention_report`.
 
 Trigger with `{"day": "2024-10-06"}` to rebuild any day of the dbt calendar; reruns and
 backfills in any order give the same marts. Connections: `warehouse` (Postgres) and
@@ -27,6 +28,7 @@ from airflow.sdk import (
     CronTriggerTimetable,
     Param,
     PokeReturnValue,
+    TriggerRule,
     chain,
     dag,
     get_current_context,
@@ -176,14 +178,19 @@ def sales_mart() -> None:
         return planned
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def has_weeks_to_build(build_week: bool) -> bool:
+        """Complete weeks to build: D a Sunday (or on request), weeks a correction touched."""
+        return build_week
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
     @fail_fast
-    def has_weeks_to_build(build_week: bool, incomplete: str | None) -> bool:
-        """Weeks to build (D a Sunday, a week a correction touched); no partial week."""
+    def check_weeks_complete(incomplete: str | None) -> None:
+        """No partial week (SPEC section 4): fail naming the days a requested week misses,
+        after the complete weeks are built; the run that loads the last one builds it."""
         if incomplete:
             from ingestion.pipeline import IncompleteWeekError
 
             raise IncompleteWeekError(f"f_customer_retention {incomplete}")
-        return build_week
 
     dates = resolve_run_dates()
     report_task_id = generate_report()
@@ -196,8 +203,8 @@ def sales_mart() -> None:
     retention = dbt_group("build_retention_mart", RETENTION_SELECTOR,
                           {PERIOD_ENV["week_start"]: plan_template("week_start_var")})  # fmt: skip
     publish = EmptyOperator(task_id="publish_retention", outlets=[Asset(RETENTION_MART_ASSET)])
-    chain(plan, sales, has_weeks_to_build(plan["build_week"], plan["incomplete"]), retention,
-          publish)  # fmt: skip
+    weeks = has_weeks_to_build(plan["build_week"])
+    chain(plan, sales, weeks, retention, publish, check_weeks_complete(plan["incomplete"]))
 
 
 sales_mart()

@@ -28,7 +28,6 @@ from ingestion.warehouse import libpq_keywords, libpq_settings
 from retail_dev.embedded import use_embedded_default
 
 AIRFLOW_HOME = REPO_ROOT / ".local" / "airflow"
-UI_PORT = 8080
 
 
 def warehouse_conn(libpq: Mapping[str, str], *, form: str = "json") -> str:
@@ -82,7 +81,7 @@ def airflow_env(environ: Mapping[str, str]) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__PARALLELISM": str(os.cpu_count() or 2),
-        "AIRFLOW__API__PORT": str(UI_PORT),
+        "AIRFLOW__API__PORT": environ.get("AIRFLOW__API__PORT") or "8080",
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
         "AIRFLOW__COSMOS__ENABLE_CACHE_DBT_YAML_SELECTORS": "False",
@@ -131,7 +130,7 @@ def run_airflow(api_port: int) -> int:
     home = Path(env["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     print(
-        f"Airflow UI: http://localhost:{UI_PORT} (user admin, password in"
+        f"Airflow UI: http://localhost:{env['AIRFLOW__API__PORT']} (user admin, password in"
         f" {home / 'simple_auth_manager_passwords.json.generated'}). The DAGs start paused:"
         " unpause sales_mart and retention_report, then trigger sales_mart with"
         ' {"day": "2024-10-06"}. Airflow CLI: export AIRFLOW_HOME='

@@ -65,3 +65,15 @@ def test_embedded_default_starts_without_pghost(tmp_path: Path):
         assert stop_embedded(tmp_path / "pgdata")
     assert not (tmp_path / "pgdata" / "postmaster.pid").exists()
     assert not stop_embedded(tmp_path / "pgdata")
+
+
+def test_the_local_airflow_is_sized_to_the_machine(tmp_path: Path) -> None:
+    import os
+
+    from retail_dev.local_airflow import airflow_env
+
+    env = airflow_env({"PATH": "/usr/bin"})
+    assert env["AIRFLOW__CORE__PARALLELISM"] == str(os.cpu_count())
+    assert env["AIRFLOW__API__WORKERS"] == "1"
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+    assert env["AIRFLOW_HOME"].endswith(".local/airflow")

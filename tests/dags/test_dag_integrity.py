@@ -119,8 +119,12 @@ def test_flow(dag) -> None:
     }
     publish = dag.get_task("publish_retention")
     assert publish.upstream_task_ids == {"build_retention_mart.f_customer_retention_model_build"}
-    assert publish.trigger_rule == "all_success" and publish.downstream_task_ids == set()
+    assert publish.trigger_rule == "all_success"
     assert [asset.name for asset in publish.outlets] == [RETENTION_MART_ASSET]
+    # no partial week: checked after the complete weeks are built, whether any was
+    check = dag.get_task("check_weeks_complete")
+    assert check.upstream_task_ids == {"publish_retention", "plan_rebuild"}
+    assert check.trigger_rule == "none_failed" and check.downstream_task_ids == set()
 
 
 def _dbt_tasks(dag, group: str) -> dict[str, object]:
@@ -352,7 +356,7 @@ def test_every_python_task_fails_fast_on_permanent_errors(dag) -> None:
         "wait_for_report",
         "load_day",
         "plan_rebuild",
-        "has_weeks_to_build",
+        "check_weeks_complete",
     ):
         code = dag.get_task(task_id).python_callable.__code__
         assert (code.co_filename, code.co_name) == (fail_fast.__code__.co_filename, "wrapper")

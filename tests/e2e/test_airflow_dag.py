@@ -3,21 +3,20 @@
 Airflow runs as a subprocess (its own AIRFLOW_HOME with SQLite metadata in a temporary
 folder, the virtualenv's bin first on PATH so Cosmos finds ``dbt``, the connections in
 ``AIRFLOW_CONN_*``); the local report API runs in this process; the warehouse is a fresh
-database on the server under test. The report (2024-09-02..29) and the days up to
-Saturday 2024-10-05 are preloaded with the CLI, then the DAG runs:
+database on the server under test, reached through its **unix socket** (the embedded
+default's kind of host) with **no password**, as a URI: every task, the Cosmos dbt tasks
+included, must work with it. The report (2024-09-02..29) and the days up to Saturday
+2024-10-05 but Wednesday 2024-10-02 (a failed day) are preloaded with the CLI, then:
 
-(a) Monday 2024-10-07 -> D = Sunday 2024-10-06: Sunday loaded, W40 retention built;
-    Sunday's increment also corrects lines of 2024-09-28 (W39, built by the CLI), so
-    that day and W39 are rebuilt in the same run;
-(b) Tuesday 2024-10-08 -> D = 2024-10-07: the day loaded, retention untouched;
-(c) Thursday 2024-10-10 -> D = 2024-10-09, a NOT FOUND day: nothing loaded, the day
+(a) Monday 2024-10-07 -> D = Sunday 2024-10-06: Sunday loaded; its increment corrects
+    lines of 2024-09-28, so that day and the complete W39 are rebuilt; W40 misses
+    2024-10-02, so it is not built and the run fails naming the day;
+(b) 2024-10-03 -> D = 2024-10-02, the late day: loaded, and W40, now complete, is built;
+(c) Tuesday 2024-10-08 -> D = 2024-10-07: the day loaded, retention untouched;
+(d) Thursday 2024-10-10 -> D = 2024-10-09, a NOT FOUND day: nothing loaded, the day
     recorded in staging.load_audit by the same task, success;
-then (a) again, which must leave every mart identical; and finally
-(d) 2023-04-17 -> D = 2023-04-16, a day long before the DAG was first deployed (a run
-that Airflow used to mark successful without a task while the DAG had a start_date).
-
-The warehouse connection is a URI **without a password** (the server trusts the test
-client), as users write it: every task, the Cosmos dbt tasks included, must work with it.
+then (a) again, which now succeeds and leaves every mart identical; and finally
+(e) 2023-04-17 -> D = 2023-04-16, a day long before the DAG was first deployed.
 """
 
 from __future__ import annotations
@@ -34,7 +33,14 @@ import pytest
 
 from ingestion.warehouse import connect
 from retail_dev.local_airflow import connection_env as airflow_connection_env
-from support.airflow_cli import VENV_BIN, airflow_env, cli_env, migrate_db, run_command
+from support.airflow_cli import (
+    VENV_BIN,
+    airflow_env,
+    cli_env,
+    migrate_db,
+    run_command,
+    socket_warehouse,
+)
 from support.mart_expectations import expected_marts
 from support.mart_tables import actual_marts
 
@@ -68,8 +74,10 @@ class Scenario:
 
 
 def _dags_test(scenario: Scenario, logical_date: str) -> DagRunResult:
-    output = run_command(
-        [str(VENV_BIN / "airflow"), "dags", "test", "sales_mart", logical_date], scenario.env
+    output = run_command(  # the run's state is read below: a failed run is an outcome too
+        [str(VENV_BIN / "airflow"), "dags", "test", "sales_mart", logical_date],
+        scenario.env,
+        check=False,
     )
     with sqlite3.connect(scenario.airflow_home / "airflow.db") as meta:
         run_id, state, note = meta.execute(
@@ -129,7 +137,7 @@ def scenario(make_database, tmp_path_factory: pytest.TempPathFactory) -> Scenari
     from local_report_api import LocalApiConfig, LocalReportApi
     from retail_dev.cli import local_api_settings
 
-    warehouse = make_database()
+    warehouse = socket_warehouse(make_database())
     airflow_home = tmp_path_factory.mktemp("airflow_home")
     # Sunday's increment corrects lines of the Saturday before (a week and a day earlier),
     # re-dating them into W40 with another customer: the Monday run must rebuild both weeks.
@@ -139,18 +147,19 @@ def scenario(make_database, tmp_path_factory: pytest.TempPathFactory) -> Scenari
             airflow_home,
             airflow_connection_env(warehouse, local_api_settings(api), warehouse_form="uri"),
         )
-        # Saturday and the days before it, loaded and built by the CLI (no Airflow).
-        run_command(
-            [sys.executable, "-m", "ingestion", "run"]
-            + ["--start", "2024-09-23", "--end", "2024-10-05"],
-            cli_env(warehouse, api),
-        )
+        # Saturday and the days before it but Wednesday, loaded and built by the CLI.
+        for first, last in (("2024-09-23", "2024-10-01"), ("2024-10-03", "2024-10-05")):
+            run_command(
+                [sys.executable, "-m", "ingestion", "run", "--start", first, "--end", last],
+                cli_env(warehouse, api),
+            )
         migrate_db(env)
 
         result = Scenario(env=env, airflow_home=airflow_home, warehouse=warehouse)
         result.marts["before"] = _snapshot_marts(warehouse)
         for name, logical_date in (
             ("monday", "2024-10-07T03:00:00+00:00"),
+            ("late_day", "2024-10-03T03:00:00+00:00"),
             ("weekday", "2024-10-08T03:00:00+00:00"),
             ("not_found", "2024-10-10T03:00:00+00:00"),
             ("monday_rerun", "2024-10-07T03:00:00+00:00"),
@@ -167,20 +176,36 @@ def _assert_succeeded(run: DagRunResult) -> None:
     assert run.state == "success" and not failed, f"{run.state} {failed}\n{run.output[-6000:]}"
 
 
-def test_monday_run_loads_sunday_and_builds_the_week(scenario: Scenario) -> None:
+def test_a_monday_run_with_a_missing_day_fails_naming_it(scenario: Scenario) -> None:
     run = scenario.runs["monday"]
+    assert run.state == "failed"
+    assert run.tasks["check_weeks_complete"] == "failed"
+    failed = {task for task, state in run.tasks.items() if state not in FINISHED_OK}
+    assert failed == {"check_weeks_complete"}, run.tasks  # the rest did its work
+    assert "week 2024-W40 (2024-09-30..2024-10-06) misses 2024-10-02" in run.output
+    assert "not retried" in run.output  # a permanent error: no retry can load the day
+    assert run.tasks["load_day"] == "success" and run.tasks[F_SALES_BUILD] == "success"
+    assert date(2024, 10, 6) in scenario.staging_days["monday"]
+    built = {row[1] for row in scenario.marts["monday"]["f_customer_retention"]}
+    assert "2024-W40" not in built and "2024-W39" in built  # no partial week
+
+
+def test_the_late_day_builds_the_week_it_completes(scenario: Scenario) -> None:
+    run = scenario.runs["late_day"]
     _assert_succeeded(run)
+    assert run.note == "day 2024-10-02"
     assert run.tasks["load_day"] == "success"
-    assert run.tasks["has_weeks_to_build"] == "success"
-    assert run.tasks["end"] == "success"
     # one task per model: `dbt build` of f_customer_retention and its tests
     assert run.tasks[RETENTION_BUILD] == "success"
-    assert date(2024, 10, 6) in scenario.staging_days["monday"]
-    # the runs list names the day and week (the run-note listener, sales_mart_plugin)
-    assert run.note == "day 2024-10-06 · week 2024-W40"
-
-    marts = scenario.marts["monday"]
-    assert len(marts["f_sales"]) > len(scenario.marts["before"]["f_sales"])
+    assert run.tasks["publish_retention"] == "success"  # the asset event of the report DAG
+    with sqlite3.connect(scenario.airflow_home / "airflow.db") as meta:
+        events = meta.execute(
+            "select count(*) from asset_event join asset on asset.id = asset_event.asset_id"
+            " where asset.uri = 'mart.f_customer_retention'"
+        ).fetchone()[0]
+    assert events >= 1
+    marts = scenario.marts["late_day"]
+    assert len(marts["f_sales"]) > len(scenario.marts["monday"]["f_sales"])
     weeks = _query(
         scenario.warehouse,
         "select period_name, period_id, period_start, period_end, count(*) "
@@ -208,10 +233,12 @@ def test_monday_run_loads_sunday_and_builds_the_week(scenario: Scenario) -> None
         """,
     )
     assert actual == expected
-    sunday_lines = _query(
-        scenario.warehouse, "select count(*) from mart.f_sales where date_id = 20241006"
-    )[0][0]
-    assert sunday_lines > 0
+    lines = _query(
+        scenario.warehouse,
+        "select count(*) filter (where date_id = 20241006), count(*) filter (where date_id ="
+        " 20241002) from mart.f_sales",
+    )[0]
+    assert min(lines) > 0
 
 
 def test_weekday_run_loads_the_day_and_leaves_retention_untouched(scenario: Scenario) -> None:
@@ -219,12 +246,13 @@ def test_weekday_run_loads_the_day_and_leaves_retention_untouched(scenario: Scen
     _assert_succeeded(run)
     assert run.tasks["load_day"] == "success"
     assert run.note == "day 2024-10-07"  # no week on a weekday
-    # the short-circuit skips the retention group only: `end` still runs
+    # the short-circuit skips the retention group and the asset event; the check runs
     assert run.tasks["has_weeks_to_build"] == "success"
     assert run.tasks[RETENTION_BUILD] == "skipped"
-    assert run.tasks["end"] == "success"
+    assert run.tasks["publish_retention"] == "skipped"
+    assert run.tasks["check_weeks_complete"] == "success"
     assert date(2024, 10, 7) in scenario.staging_days["weekday"]
-    before, after = scenario.marts["monday"], scenario.marts["weekday"]
+    before, after = scenario.marts["late_day"], scenario.marts["weekday"]
     assert after["f_customer_retention"] == before["f_customer_retention"]
     assert len(after["f_sales"]) > len(before["f_sales"])
     new_days = _query(
@@ -241,7 +269,6 @@ def test_not_found_day_loads_nothing_and_succeeds(scenario: Scenario) -> None:
     # one task asked for the increment, got NOT FOUND and recorded the day
     assert run.tasks["load_day"] == "success"
     assert run.tasks[RETENTION_BUILD] == "skipped"
-    assert run.tasks["end"] == "success"
     assert "NOT FOUND" in run.output
     recorded = _query(
         scenario.warehouse,
@@ -257,15 +284,17 @@ def test_not_found_day_loads_nothing_and_succeeds(scenario: Scenario) -> None:
 
 def test_rerunning_the_monday_run_leaves_the_marts_identical(scenario: Scenario) -> None:
     _assert_succeeded(scenario.runs["monday_rerun"])
+    assert scenario.runs["monday_rerun"].note == "day 2024-10-06 · week 2024-W40"
     assert scenario.marts["monday_rerun"] == scenario.marts["not_found"]
     assert scenario.staging_days["monday_rerun"] == scenario.staging_days["not_found"]
 
 
-def test_the_warehouse_connection_has_no_password(scenario: Scenario) -> None:
+def test_the_warehouse_is_a_socket_folder_without_a_password(scenario: Scenario) -> None:
     uri = scenario.env["AIRFLOW_CONN_WAREHOUSE"]
     assert uri.startswith("postgresql://")
-    credentials = uri.removeprefix("postgresql://").split("@", 1)[0]
+    credentials, host = uri.removeprefix("postgresql://").split("@", 1)
     assert ":" not in credentials and "PGPASSWORD" not in scenario.warehouse
+    assert host.startswith("%2F") and scenario.warehouse["PGHOST"].startswith("/")
 
 
 def test_a_2023_run_does_the_work(scenario: Scenario) -> None:
@@ -281,10 +310,10 @@ def test_a_2023_run_does_the_work(scenario: Scenario) -> None:
 
 
 def test_a_correction_rebuilds_the_day_and_the_week_it_left(scenario: Scenario) -> None:
-    """Sunday's increment re-dated lines of 2024-09-28: that day and W39 were rebuilt."""
+    """Sunday's increment re-dated lines of 2024-09-28: that day and W39 were rebuilt (W40
+    waited for its missing day)."""
     run = scenario.runs["monday"]
-    assert "f_sales days: 2024-09-28,2024-10-06" in run.output
-    assert "retention weeks: 2024-09-23..2024-09-30" in run.output
+    assert "f_sales days: 2024-09-28,2024-10-06; weeks: 2024-09-23" in run.output
     before, after = scenario.marts["before"], scenario.marts["monday"]
     w39 = [row for row in after["f_customer_retention"] if row[1] == "2024-W39"]
     assert w39 and w39 != [row for row in before["f_customer_retention"] if row[1] == "2024-W39"]

@@ -4,7 +4,7 @@ Debian's ``chromium`` package (``make browser``; ``.ci/run`` installs it; no bro
 download is possible here) renders each page, its JavaScript run, and the test reads the
 rendered DOM (``--dump-dom``) and keeps a screenshot under ``test-artifacts/``
 (git-ignored; ``TEST_ARTIFACTS_DIR`` moves it). Both servers are the project's own
-commands: ``python -m ingestion docs`` and ``python -m ingestion airflow``.
+commands: ``python -m retail_dev docs`` and ``python -m retail_dev airflow``.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
+import psutil
 import pytest
 from PIL import Image
 
@@ -97,9 +98,10 @@ def _serving(command: list[str], env: dict[str, str], ready_url: str, log: Path)
                     pass
                 assert time.monotonic() < deadline, log.read_text()[-3000:]
                 time.sleep(2)
-            yield
+            yield process
         finally:
-            os.killpg(process.pid, signal.SIGTERM)
+            with suppress(ProcessLookupError):  # a test may have stopped it already
+                os.killpg(process.pid, signal.SIGTERM)
             try:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
@@ -139,7 +141,7 @@ def test_docs_site_shows_the_retention_model_its_columns_and_lineage(
         "DBT_TARGET_PATH": str(tmp_path / "target"),  # the project's target/ is left alone
         "DO_NOT_TRACK": "1",
     }
-    command = [sys.executable, "-m", "ingestion", "docs", "--port", str(port)]
+    command = [sys.executable, "-m", "retail_dev", "docs", "--port", str(port)]
     with _serving(command, env, f"http://127.0.0.1:{port}/", tmp_path / "docs.log"):
         base = f"http://127.0.0.1:{port}/#!/"
         landing = _browse(chromium, base + "overview", "docs-overview.png")
@@ -167,7 +169,7 @@ def test_docs_site_shows_the_retention_model_its_columns_and_lineage(
 def test_airflow_ui_shows_the_cosmos_groups_and_serves_the_docs(
     chromium: str, built_warehouse: dict[str, str], tmp_path: Path
 ) -> None:
-    # the docs the plugin serves: dbt's target folder, as `python -m ingestion docs`
+    # the docs the plugin serves: dbt's target folder, as `python -m retail_dev docs`
     # leaves it (not left behind by another test)
     dbt.run_dbt(["docs", "generate"], env=built_warehouse)
     port = _free_port()
@@ -190,8 +192,8 @@ def test_airflow_ui_shows_the_cosmos_groups_and_serves_the_docs(
         "AIRFLOW_CONN_REPORT_API": json.dumps({"conn_type": "http", "host": "http://127.0.0.1:9"}),
     }
     api = f"http://127.0.0.1:{port}/api/v2"
-    command = [sys.executable, "-m", "ingestion", "airflow", "--api-port", str(_free_port())]
-    with _serving(command, env, f"{api}/dags/sales_mart", tmp_path / "airflow.log"):
+    command = [sys.executable, "-m", "retail_dev", "airflow", "--api-port", str(_free_port())]
+    with _serving(command, env, f"{api}/dags/sales_mart", tmp_path / "airflow.log") as stack:
         # REST API: one task per model or snapshot of each Cosmos group, as dbt selects them
         tasks = {
             task["task_id"] for task in json.loads(_get(f"{api}/dags/sales_mart/tasks")[1])["tasks"]
@@ -225,3 +227,10 @@ def test_airflow_ui_shows_the_cosmos_groups_and_serves_the_docs(
             "airflow-dbt-docs.png",
         )
         assert "new_customers_revenue" in shown and "Depends On" in shown
+
+        # One Ctrl-C (SIGINT to the command alone) stops everything it started in 10 s.
+        started = psutil.Process(stack.pid).children(recursive=True)
+        assert len(started) >= 4  # airflow standalone, its scheduler, api-server, ...
+        os.kill(stack.pid, signal.SIGINT)
+        _, alive = psutil.wait_procs([psutil.Process(stack.pid), *started], timeout=10)
+        assert not alive, [process.cmdline() for process in alive]

@@ -158,3 +158,39 @@ def test_rebuilding_days_and_weeks_in_another_order_gives_the_same_marts(first_r
     for day in (date(2024, 10, 2), date(2024, 9, 15), date(2024, 10, 1)):
         dbt.build_sales_day(day)
     assert snapshot(first_run) == before
+
+
+def test_a_week_with_a_missing_day_waits_for_the_run_that_loads_it(
+    make_database, recorded_api, fixtures_dir, monkeypatch, capsys
+):
+    """SPEC section 4, no partial week: Sunday 2024-10-06 run alone (W40's other days
+    never ran) builds the day, not the week, and fails naming the missing days; the run
+    that loads them builds the week, equal to the spec computed from the files."""
+    settings = make_database()
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("REPORT_API_URL", recorded_api.url)
+    monkeypatch.setenv("REPORT_API_KEY", recorded_api.config.api_key)
+    monkeypatch.setenv("REPORT_API_NICKNAME", recorded_api.config.nickname)
+    monkeypatch.setenv("REPORT_API_COHORT", recorded_api.config.cohort)
+    capsys.readouterr()
+    assert _run(END, END) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    missing = ", ".join(f"2024-{day}" for day in ("09-30", "10-01", "10-02", "10-03",
+                                                   "10-04", "10-05"))  # fmt: skip
+    assert error == (
+        "error: f_customer_retention: not built, days neither loaded nor NOT FOUND (a failed or"
+        f" missing run): week 2024-W40 (2024-09-30..2024-10-06) misses {missing}; the run"
+        " that loads the last missing day builds the week"
+    )
+    assert query(settings, "select count(*) from mart.f_customer_retention")[0][0] == 0
+    assert _run(date(2024, 9, 30), date(2024, 10, 5)) == 0
+    rows = query(
+        settings,
+        "select period_id, item_id, period_start, period_end, new_customers_count,"
+        " returning_customers_count, refunded_customer_count, new_customers_revenue,"
+        " returning_customers_revenue, customers_refunded from mart.f_customer_retention",
+    )
+    expected = retention(order_lines(fixtures_dir))
+    # the report's weeks (whose days it loaded) and W40, now complete, as the spec says
+    assert {(row[0], row[1]): tuple(row[2:]) for row in rows} == expected

@@ -156,3 +156,24 @@ def test_a_foreign_exception_is_shown_with_its_type(warehouse, monkeypatch, caps
     assert error_line(capsys.readouterr().err) == (
         "error: KeyError: 'files' (rerun with -v for the traceback)"
     )
+
+
+@pytest.mark.parametrize("module", ["ingestion", "retail_dev"])
+def test_a_configured_warehouse_without_a_source_writes_nothing(warehouse, module) -> None:
+    """SPEC section 2: the local report API's synthetic data only ever reaches the
+    embedded warehouse; a configured one with no REPORT_API_* is an error naming them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPORT_API_")}
+    result = subprocess.run(
+        [sys.executable, "-m", module, "run", "--start", "2024-10-01"],
+        cwd=REPO_ROOT,
+        env={**env, **warehouse},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    line = error_line(result.stderr)
+    for name in ("REPORT_API_URL", "REPORT_API_KEY", "REPORT_API_NICKNAME", "REPORT_API_COHORT"):
+        assert name in line
+    assert query(warehouse, "select to_regnamespace('staging')")[0][0] is None

@@ -25,13 +25,16 @@ TEST_DBT_FOLDERS = ("DBT_TARGET_PATH", "DBT_LOG_PATH")
 _MIGRATED_DB: Path | None = None
 
 
-def run_command(cmd: list[str], env: Mapping[str, str], timeout: float = RUN_TIMEOUT_S) -> str:
-    """Run ``cmd`` from the repository root; its output, or the test fails showing it."""
+def run_command(
+    cmd: list[str], env: Mapping[str, str], timeout: float = RUN_TIMEOUT_S, check: bool = True
+) -> str:
+    """Run ``cmd`` from the repository root; its output, or (``check``) the test fails
+    showing it when ``cmd`` fails."""
     result = subprocess.run(
         cmd, cwd=REPO_ROOT, env=dict(env), capture_output=True, text=True, timeout=timeout
     )
     output = result.stdout + result.stderr
-    if result.returncode != 0:
+    if check and result.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} exited {result.returncode}:\n{output[-6000:]}")
     return output
 
@@ -84,6 +87,15 @@ def airflow_env(airflow_home: Path, connections: Mapping[str, str], **extra: str
         **connections,
         **extra,
     }
+
+
+def socket_warehouse(settings: Mapping[str, str]) -> dict[str, str]:
+    """``settings`` reaching the same server through its unix socket (as the embedded
+    default does): the server's own socket folder, or the system one (/var/run/postgresql)."""
+    folder = settings["PGHOST"] if settings["PGHOST"].startswith("/") else "/var/run/postgresql"
+    socket = Path(folder) / f".s.PGSQL.{settings.get('PGPORT') or 5432}"
+    assert socket.exists(), f"no PostgreSQL socket at {socket}"
+    return {**settings, "PGHOST": folder}
 
 
 def migrate_db(env: Mapping[str, str]) -> None:
