@@ -63,10 +63,9 @@ ROWS_PER_BLOCK = 20_000
 
 @dataclass(frozen=True)
 class SyntheticShape:
-    """What the generated data looks like. ``orders_per_day`` counts distinct order lines
-    (``uniq_id``); ``corrections`` maps an increment day to how many lines of the day
-    ``CORRECTION_LAG`` earlier it sends again, re-dated, with another customer, item,
-    amount and status (SPEC section 2)."""
+    """``orders_per_day``: distinct order lines (``uniq_id``) a day; ``corrections``: how
+    many lines of the day ``CORRECTION_LAG`` earlier an increment day sends again, re-dated,
+    with another customer, item, amount and status (SPEC section 2)."""
 
     seed: int = 42
     orders_per_day: int = 1000
@@ -87,27 +86,29 @@ def _rng(*parts: object) -> np.random.Generator:
 
 
 @lru_cache(maxsize=8)
-def _people(seed: int, customers: int) -> tuple[np.ndarray, ...]:
+def _people(seed: int, customers: int) -> tuple:
     """Per seed: each customer's first and last name and home city, and the regulars."""
     rng = _rng(seed, "people")
     female = rng.random(customers) < 0.5
     first, last = rng.integers(0, 10, customers), rng.integers(0, 10, customers)
-    first_names = np.where(female, FEMALE_FIRST[first], MALE_FIRST[first])
-    last_names = np.where(female, FEMALE_LAST[last], MALE_LAST[last])
+    first_names = np.where(female, FEMALE_FIRST[first], MALE_FIRST[first]).tolist()
+    last_names = np.where(female, FEMALE_LAST[last], MALE_LAST[last]).tolist()
     home_city = rng.integers(0, len(CITIES), customers)
     regulars = rng.permutation(customers)[: max(1, min(REGULAR_CUSTOMERS, customers))]
     return first_names, last_names, home_city, regulars
 
 
-def _line(shape: SyntheticShape, uniq: tuple, stamp: str, values: tuple) -> str:
-    """One order line without its row ``id``; ``uniq``: what its ``uniq_id`` derives from."""
-    customer, city, item, quantity, status = values
+def _lines(shape: SyntheticShape, source_day: date, day: date, rows: Iterable) -> list[str]:
+    """Order lines without their row ``id``, from (line, customer, city, item, quantity,
+    status) each; ``uniq_id`` derives from the line's number on ``source_day``."""
     first, last, _, _ = _people(shape.seed, shape.customers)
-    return (
-        f"{stable_hex(shape.seed, *uniq)},{stamp},{city},{CITIES[city]},{customer},"
-        f"{first[customer]},{last[customer]},{item},{ITEMS[item][0]},{quantity},"
-        f"{quantity * ITEMS[item][1]}{status}"
-    )
+    source, stamp = source_day.isoformat(), f"{day}T00:00:00"
+    return [
+        f"{stable_hex(shape.seed, source, 'order', line)},{stamp},{city},"
+        f"{CITIES[city]},{customer},{first[customer]},{last[customer]},{item},{ITEMS[item][0]},"
+        f"{quantity},{quantity * ITEMS[item][1]}{status}"
+        for line, customer, city, item, quantity, status in rows
+    ]
 
 
 def _order_lines(shape: SyntheticShape, day: date, with_status: bool) -> list[str]:
@@ -127,9 +128,8 @@ def _order_lines(shape: SyntheticShape, day: date, with_status: bool) -> list[st
         refunded = min(max(round(rng.uniform(*REFUND_SHARE) * n), low), max(high, low))
         for line in rng.choice(n, size=min(refunded, n), replace=False).tolist():
             status[line] = ",refunded"
-    columns = zip(*(a.tolist() for a in (customer, city, item, quantity)), status, strict=True)
-    stamp = f"{day}T00:00:00"
-    return [_line(shape, (day, "order", line), stamp, row) for line, row in enumerate(columns)]
+    columns = (a.tolist() for a in (customer, city, item, quantity))
+    return _lines(shape, day, day, zip(range(n), *columns, status, strict=True))
 
 
 def _correction_lines(shape: SyntheticShape, day: date, with_status: bool) -> list[str]:
@@ -140,15 +140,14 @@ def _correction_lines(shape: SyntheticShape, day: date, with_status: bool) -> li
         return []
     rng, home_city = _rng(shape.seed, day, "corrections"), _people(shape.seed, shape.customers)[2]
     picks = rng.choice(shape.orders_per_day, size=min(count, shape.orders_per_day), replace=False)
-    lines = []
+    rows = []
     for line in picks.tolist():
         customer = int(rng.integers(0, shape.customers))
         item, quantity = int(rng.integers(0, len(ITEMS))), int(rng.integers(1, 6))
         refunded = with_status and day >= shape.status_since and rng.random() < 0.5
         status = (",refunded" if refunded else ",shipped") if with_status else ""
-        values = (customer, int(home_city[customer]), item, quantity, status)
-        lines.append(_line(shape, (day - CORRECTION_LAG, "order", line), f"{day}T00:00:00", values))
-    return lines
+        rows.append((line, customer, int(home_city[customer]), item, quantity, status))
+    return _lines(shape, day - CORRECTION_LAG, day, rows)
 
 
 def _order_rows(
@@ -208,10 +207,8 @@ def _file_lines(
 def iter_file(
     shape: SyntheticShape, name: str, days: Iterable[date], *, increment: bool = False
 ) -> Iterator[bytes]:
-    """Stream the CSV file ``name`` (without ``_inc``) covering ``days``, as UTF-8 blocks.
-
-    ``increment``: the file of one day's increment, which carries that day's corrections.
-    """
+    """The CSV file ``name`` (without ``_inc``) of ``days`` as UTF-8 blocks; ``increment``:
+    one day's increment file, which carries that day's corrections."""
     if name not in FILE_NAMES:
         raise ValueError(f"unknown report file {name!r}; expected one of {FILE_NAMES}")
     lines = _file_lines(shape, name, sorted(days), increment)
