@@ -249,10 +249,8 @@ def create_app(config: LocalApiConfig | None = None) -> FastAPI:
     @app.get("/files/increments/{increment_id}/{file}", name="increment_file")
     async def increment_file(request: Request, increment_id: str, file: str) -> StreamingResponse:
         day, name = increment_days.get(increment_id), file.removesuffix(".csv")
-        report_name = name.removesuffix("_inc")
-        if day is None or report_name == name or report_name not in FILE_NAMES:
-            raise HTTPException(HTTPStatus.NOT_FOUND, f"no such file {request.url.path}")
-        if (day, name) in config.missing_files:
+        report_name, absent = name.removesuffix("_inc"), (day, name) in config.missing_files
+        if day is None or absent or report_name == name or report_name not in FILE_NAMES:
             raise HTTPException(HTTPStatus.NOT_FOUND, f"no such file {request.url.path}")
         if recorded is not None:
             chunks = _recorded(recorded / "increments" / str(day) / f"{name}.csv")
@@ -314,9 +312,7 @@ def serve_forever(
     """Run the local report API in the foreground until interrupted (Ctrl-C, SIGTERM):
     ``python -m ingestion serve``, reached by other processes through ``REPORT_API_URL``."""
     config = config or LocalApiConfig()
-    logger.info(
-        "local report API serving on http://%s:%d (report %s..%s, increments until %s)",
-        *(host, port, config.report_start, config.report_end, config.increments_until),
-    )
+    days = f"{config.report_start}..{config.report_end}, increments to {config.increments_until}"
+    logger.info("local report API serving on http://%s:%d (report %s)", host, port, days)
     _server(config, host, port).run()
     logger.info("local report API stopped")
