@@ -64,7 +64,7 @@ def test_the_week_over_week_axis_fits_small_changes() -> None:
 
 
 def test_changes_beyond_the_limit_are_cut_and_labelled() -> None:
-    data = weeks(0.01, 1.0, 1.1)  # the week after a near-empty one: +3,900% and more
+    data = weeks(0.01, 1.0, 1.1)  # the week after a near-empty one: thousands of percent
     (ax,) = drawn(data)["week_over_week.png"].axes
     assert WOW_LIMIT < ax.get_ylim()[1] < 1.3 * WOW_LIMIT
     labels = [text.get_text().strip() for text in ax.texts]
