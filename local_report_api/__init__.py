@@ -1,12 +1,8 @@
-"""A local report API: the real HTTP contract over deterministic synthetic extracts.
-
-A development and test stand-in for the external source (FastAPI served by uvicorn),
-used whenever no real report API is configured (tests, the demo, a fresh clone). It
-imports nothing from ``ingestion`` and does not ship in the production image.
+"""A local report API: the real HTTP contract over deterministic synthetic or recorded
+extracts, for development and tests (a fresh clone, the demo) when no real report API is
+configured. It imports nothing from ``ingestion`` and does not ship in the production image.
 """
 
-from local_report_api.app import create_app
-from local_report_api.config import LocalApiConfig
-from local_report_api.server import LocalReportApi, serve_forever
+from local_report_api.app import LocalApiConfig, LocalReportApi, create_app, serve_forever
 
 __all__ = ["LocalApiConfig", "LocalReportApi", "create_app", "serve_forever"]

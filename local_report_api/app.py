@@ -1,54 +1,128 @@
-"""The local report API as a FastAPI app: SPEC section 2 over a ``LocalApiConfig``.
+"""The local report API: SPEC section 2 on FastAPI, served by uvicorn.
 
-Same contract as the real source: headers checked on every API call (401/403 for the
-key, 400 for the identification headers), RUNNING polls, NOT FOUND days, missing files
-(404), CSV files streamed in chunks. File URLs mimic pre-signed S3 URLs: plain GETs that
-need no key. Every error, the framework's own 404/405 included, is JSON
-``{"error": <reason phrase>, "detail": <message>}``.
+The real source's contract: key and identification headers on every API call, RUNNING
+polls, NOT FOUND days, 404 files, CSV streamed in chunks from URLs that need no key (like
+pre-signed S3 URLs). Every error, the router's own included, is JSON ``error`` + ``detail``.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
+import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from http import HTTPStatus
 from itertools import count
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+import uvicorn
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from local_report_api import synthetic
-from local_report_api.config import LocalApiConfig
+from local_report_api.synthetic import FILE_NAMES, SyntheticShape, iter_file, stable_hex
 
 logger = logging.getLogger(__name__)
 
-FILE_NAMES = synthetic.FILE_NAMES
+
+@dataclass(frozen=True)
+class LocalApiConfig(SyntheticShape):
+    """What the local report API serves (synthetic data of this shape, or recorded extracts:
+    :meth:`from_extracts`) and how. The defaults are the real source's calendar: a report of
+    ISO weeks 36-39 of 2024, increments up to ``increments_until`` but for the NOT FOUND
+    ``not_found_days``, 404 for ``missing_files``, ``running_polls`` RUNNING answers.
+    ``fail_first`` maps a path (``/get_report``) to a number of first requests answered with
+    ``fail_status`` and ``Retry-After: fail_retry_after_s`` (the fault tests)."""
+
+    report_start: date = date(2024, 9, 2)
+    report_end: date = date(2024, 9, 29)
+    increments_until: date = date(2024, 12, 31)
+    running_polls: int = 2
+    not_found_days: frozenset[date] = frozenset({date(2024, 10, 9)})
+    missing_files: frozenset = frozenset({(date(2024, 10, 2), "customer_research_inc")})
+    api_key: str = field(default="local-dev-key", repr=False)
+    nickname: str = "local-dev"
+    cohort: str = "local"
+    fail_first: Mapping[str, int] = field(default_factory=dict)
+    fail_status: int = 503
+    fail_retry_after_s: int = 0
+    extracts_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.report_end < self.report_start:
+            raise ValueError("report_end is before report_start")
+        if self.orders_per_day < 1:
+            raise ValueError("orders_per_day must be at least 1")
+
+    @classmethod
+    def from_extracts(cls, extracts_dir: Path, **overrides: Any) -> LocalApiConfig:
+        """Serve ``report/<name>.csv`` and ``increments/<day>/<name>_inc.csv`` as they are
+        (0-byte files included): a day without a folder is NOT FOUND, an absent file a 404.
+        The report's days are its first dated file's, unless report_start/_end are given."""
+        days = _report_file_days(extracts_dir / "report")
+        if not days and not {"report_start", "report_end"} <= set(overrides):
+            raise ValueError(
+                f"{extracts_dir / 'report'}: no dated rows to take the report's days from;"
+                " pass report_start and report_end"
+            )
+        window = {"report_start": min(days), "report_end": max(days)} if days else {}
+        folders = (extracts_dir / "increments").glob("*/")  # the days' folders only
+        last = max(map(date.fromisoformat, (folder.name for folder in folders)), default=None)
+        last = last or overrides.get("report_end", window.get("report_end"))
+        nothing_missing = {"not_found_days": frozenset(), "missing_files": frozenset()}
+        settings = {**window, **nothing_missing, "increments_until": last}
+        return cls(**{**settings, "extracts_dir": extracts_dir, **overrides})
+
+    @property
+    def report_id(self) -> str:
+        """Stable across restarts: a report id saved by a run stays valid for the next."""
+        return stable_hex(self.seed, "report", self.report_start, self.report_end)
+
+    def increment_id(self, day: date) -> str:
+        return stable_hex(self.seed, "increment", self.report_id, day)
 
 
-def _api_datetime(day: date) -> str:
-    """The API's JSON date format: ``2024-01-13 00:00:00``."""
-    return f"{day.isoformat()} 00:00:00"
+def _report_file_days(report_dir: Path) -> set[date]:
+    """The days of the first dated report file that has rows (empty set when none has)."""
+    for name, column in ("user_order_log", 2), ("user_activity_log", 2), ("customer_research", 0):
+        if (path := report_dir / f"{name}.csv").is_file():
+            with path.open(encoding="utf-8-sig", newline="") as handle:
+                rows = list(csv.reader(handle))[1:]  # under the header (absent: a 0-byte file)
+            if days := {date.fromisoformat(row[column][:10]) for row in rows if row}:
+                return days
+    return set()
 
 
-def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def _days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
+
+
+def _error(status: int, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     body = {"error": HTTPStatus(status).phrase, "detail": detail}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _csv(chunks: Iterator[bytes]) -> StreamingResponse:
-    """No Content-Length: uvicorn sends the file with chunked transfer encoding."""
-    return StreamingResponse(chunks, media_type="text/csv")
+def _urls(request: Request, route: str, suffix: str, **ids: str) -> dict[str, str]:
+    """Each file's URL, from the Host the client used: it works behind any name."""
+    return {
+        name + suffix: str(request.url_for(route, **ids, file=f"{name}{suffix}.csv"))
+        for name in FILE_NAMES
+    }
 
 
-def _read_chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
-    with path.open("rb") as handle:
-        while chunk := handle.read(size):
-            yield chunk
+def _recorded(path: Path) -> Iterator[bytes]:
+    if not path.is_file():
+        raise HTTPException(HTTPStatus.NOT_FOUND, f"no such file {path.name}")
+
+    def chunks() -> Iterator[bytes]:
+        with path.open("rb") as handle:
+            yield from iter(lambda: handle.read(1 << 20), b"")
+
+    return chunks()
 
 
 def create_app(config: LocalApiConfig | None = None) -> FastAPI:
@@ -58,20 +132,13 @@ def create_app(config: LocalApiConfig | None = None) -> FastAPI:
     polls: dict[str, int] = {}
     task_numbers = count(1)
     failures_left = dict(config.fail_first)
-    # Increment ids are opaque; map them back to their day once.
-    increment_days = {
+    recorded = config.extracts_dir
+    increment_days = {  # increment ids are opaque: map them back to their day once
         config.increment_id(day): day
-        for day in (
-            config.report_end + timedelta(days=offset)
-            for offset in range(1, (config.increments_until - config.report_end).days + 1)
-        )
+        for day in _days(config.report_end + timedelta(days=1), config.increments_until)
         if day not in config.not_found_days
-        and (
-            config.extracts_dir is None
-            or (config.extracts_dir / "increments" / day.isoformat()).is_dir()
-        )
+        and (recorded is None or (recorded / "increments" / str(day)).is_dir())
     }
-
     app = FastAPI(title="local report API", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(StarletteHTTPException)
@@ -81,53 +148,37 @@ def create_app(config: LocalApiConfig | None = None) -> FastAPI:
             detail = f"no route {request.method} {request.url.path}"
         return _error(exc.status_code, detail, exc.headers)
 
-    def _fault(path: str) -> Response | None:
-        """The configured misbehaviour for this request, if any (before any routing)."""
-        if failures_left.get(path, 0) > 0:
-            failures_left[path] -= 1
-            return Response(
-                status_code=config.fail_status,
-                headers={"Retry-After": str(config.fail_retry_after_s)},
-            )
-        return None
-
     @app.middleware("http")
     async def log_and_inject_faults(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        started = time.perf_counter()
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        started, path = time.perf_counter(), request.url.path
         try:
-            response = _fault(request.url.path) or await call_next(request)
+            if failures_left.get(path, 0) > 0:  # the configured fault, before any routing
+                failures_left[path] -= 1
+                retry_after = {"Retry-After": str(config.fail_retry_after_s)}
+                response = Response(status_code=config.fail_status, headers=retry_after)
+            else:
+                response = await call_next(request)
         except Exception:
-            logger.exception("local report API: %s %s failed", request.method, target)
+            logger.exception("local report API: %s %s failed", request.method, path)
             response = _error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
-        # Logged before the body goes out: once the client has the answer, the server
-        # may be stopped at any moment (tests do), and the line must already be there.
-        # Headers (the key) are never logged.
-        logger.info(
-            "local report API %s %s -> %d (%.1f ms)",
-            request.method,
-            target,
-            response.status_code,
-            (time.perf_counter() - started) * 1000,
-        )
+        # Logged before the body goes out: once the client has the answer, the server may
+        # be stopped at any moment (tests do). Headers (the key) are never logged.
+        target = path + (f"?{request.url.query}" if request.url.query else "")
+        status, ms = response.status_code, (time.perf_counter() - started) * 1000
+        logger.info("local report API %s %s -> %d (%.1f ms)", request.method, target, status, ms)
         return response
 
-    async def check_headers(
-        x_api_key: Annotated[str, Header()] = "",
-        x_nickname: Annotated[str, Header()] = "",
-        x_cohort: Annotated[str, Header()] = "",
-        x_project: Annotated[str, Header()] = "",
-    ) -> None:
+    async def check_headers(request: Request) -> None:
         """SPEC: every API call carries the key and the three identification headers."""
-        if not x_api_key:
+        headers = request.headers
+        if not (key := headers.get("X-API-KEY")):
             raise HTTPException(HTTPStatus.UNAUTHORIZED, "missing X-API-KEY header")
-        if x_api_key != config.api_key:
+        if key != config.api_key:
             raise HTTPException(HTTPStatus.FORBIDDEN, "invalid X-API-KEY")
-        identification = {"X-Nickname": x_nickname, "X-Cohort": x_cohort}
-        missing = [name for name, value in identification.items() if not value]
-        if x_project != "True":
+        missing = [name for name in ("X-Nickname", "X-Cohort") if not headers.get(name)]
+        if headers.get("X-Project") != "True":
             missing.append("X-Project: True")
         if missing:
             raise HTTPException(HTTPStatus.BAD_REQUEST, f"missing headers: {', '.join(missing)}")
@@ -136,7 +187,7 @@ def create_app(config: LocalApiConfig | None = None) -> FastAPI:
 
     @app.post("/generate_report", dependencies=api)
     async def generate_report() -> dict[str, Any]:
-        task_id = synthetic.stable_hex(config.seed, "task", next(task_numbers))
+        task_id = stable_hex(config.seed, "task", next(task_numbers))
         polls[task_id] = 0
         return {"task_id": task_id}
 
@@ -148,18 +199,11 @@ def create_app(config: LocalApiConfig | None = None) -> FastAPI:
         if polls[task_id] <= config.running_polls:
             data = {"report_id": None, "start_day": None, "end_date": None, "s3_path": {}}
             return {"task_id": task_id, "status": "RUNNING", "data": data}
-        # File URLs from the Host the client used, so they work behind any name.
-        s3_path = {
-            name: str(
-                request.url_for("report_file", report_id=config.report_id, file=f"{name}.csv")
-            )
-            for name in FILE_NAMES
-        }
         data = {
             "report_id": config.report_id,
-            "start_day": _api_datetime(config.report_start),
-            "end_date": _api_datetime(config.report_end),
-            "s3_path": s3_path,
+            "start_day": f"{config.report_start} 00:00:00",
+            "end_date": f"{config.report_end} 00:00:00",
+            "s3_path": _urls(request, "report_file", "", report_id=config.report_id),
         }
         return {"task_id": task_id, "status": "SUCCESS", "data": data}
 
@@ -168,7 +212,7 @@ def create_app(config: LocalApiConfig | None = None) -> FastAPI:
         request: Request, report_id: str = "", day_text: Annotated[str, Query(alias="date")] = ""
     ) -> dict[str, Any]:
         try:
-            moment: datetime | None = datetime.fromisoformat(day_text)
+            moment = datetime.fromisoformat(day_text)
         except ValueError:
             moment = None
         if moment is None or moment.time() != datetime.min.time():
@@ -177,9 +221,8 @@ def create_app(config: LocalApiConfig | None = None) -> FastAPI:
             )
         if report_id != config.report_id:
             raise HTTPException(HTTPStatus.NOT_FOUND, f"unknown report_id {report_id!r}")
-        day = moment.date()
-        answer = {"report_id": report_id, "date": _api_datetime(day)}
-        increment_id = config.increment_id(day)
+        day, increment_id = moment.date(), config.increment_id(moment.date())
+        answer = {"report_id": report_id, "date": f"{day} 00:00:00"}
         if day <= config.report_end:
             reason = f"{day} is not after the report's end_date {config.report_end}"
         elif day > config.increments_until:
@@ -187,50 +230,89 @@ def create_app(config: LocalApiConfig | None = None) -> FastAPI:
         elif increment_id not in increment_days:
             reason = f"the increment for {day} was not produced"
         else:
-            s3_path = {
-                f"{name}_inc": str(
-                    request.url_for(
-                        "increment_file", increment_id=increment_id, file=f"{name}_inc.csv"
-                    )
-                )
-                for name in FILE_NAMES
-            }
+            s3_path = _urls(request, "increment_file", "_inc", increment_id=increment_id)
             data = {"increment_id": increment_id, "s3_path": s3_path}
             return {**answer, "status": "SUCCESS", "data": data}
         return {**answer, "status": "NOT FOUND", "data": {"reason": reason}}
 
-    def _no_such_file(path: str) -> HTTPException:
-        return HTTPException(HTTPStatus.NOT_FOUND, f"no such file {path}")
-
-    def _recorded(path: Path) -> StreamingResponse:
-        if not path.is_file():
-            raise _no_such_file(path.name)
-        return _csv(_read_chunks(path))
-
     @app.get("/files/{report_id}/{file}", name="report_file")
-    async def report_file(report_id: str, file: str) -> StreamingResponse:
+    async def report_file(request: Request, report_id: str, file: str) -> StreamingResponse:
         name = file.removesuffix(".csv")
         if report_id != config.report_id or name not in FILE_NAMES:
-            raise _no_such_file(f"/files/{report_id}/{file}")
-        if config.extracts_dir is not None:
-            return _recorded(config.extracts_dir / "report" / f"{name}.csv")
-        return _csv(synthetic.iter_file(config.shape, name, config.report_days))
+            raise HTTPException(HTTPStatus.NOT_FOUND, f"no such file {request.url.path}")
+        if recorded is not None:
+            chunks = _recorded(recorded / "report" / f"{name}.csv")
+        else:
+            chunks = iter_file(config, name, _days(config.report_start, config.report_end))
+        return StreamingResponse(chunks, media_type="text/csv")  # no length: sent chunked
 
     @app.get("/files/increments/{increment_id}/{file}", name="increment_file")
-    async def increment_file(increment_id: str, file: str) -> StreamingResponse:
-        day = increment_days.get(increment_id)
-        file_name = file.removesuffix(".csv")
-        name = file_name.removesuffix("_inc")
-        if (
-            day is None
-            or not file_name.endswith("_inc")
-            or name not in FILE_NAMES
-            or (day, file_name) in config.missing_files
-        ):
-            raise _no_such_file(f"/files/increments/{increment_id}/{file}")
-        if config.extracts_dir is not None:
-            folder = config.extracts_dir / "increments" / day.isoformat()
-            return _recorded(folder / f"{file_name}.csv")
-        return _csv(synthetic.iter_file(config.shape, name, [day], increment=True))
+    async def increment_file(request: Request, increment_id: str, file: str) -> StreamingResponse:
+        day, name = increment_days.get(increment_id), file.removesuffix(".csv")
+        report_name, absent = name.removesuffix("_inc"), (day, name) in config.missing_files
+        if day is None or absent or report_name == name or report_name not in FILE_NAMES:
+            raise HTTPException(HTTPStatus.NOT_FOUND, f"no such file {request.url.path}")
+        if recorded is not None:
+            chunks = _recorded(recorded / "increments" / str(day) / f"{name}.csv")
+        else:
+            chunks = iter_file(config, report_name, [day], increment=True)
+        return StreamingResponse(chunks, media_type="text/csv")
 
     return app
+
+
+def _server(config: LocalApiConfig, host: str, port: int) -> uvicorn.Server:
+    # The app logs every request itself (never its headers); uvicorn's access log and
+    # logging set-up stay off so the host's (pytest's, the CLI's) logging is left alone.
+    quiet = {"access_log": False, "log_config": None, "lifespan": "off"}
+    app = create_app(config)
+    return uvicorn.Server(uvicorn.Config(app, host, port, timeout_graceful_shutdown=5, **quiet))
+
+
+class LocalReportApi:
+    """The local report API on 127.0.0.1 and a free port, served from a background thread:
+    ``with LocalReportApi(LocalApiConfig(seed=7)) as api: requests.post(f"{api.url}/...")``."""
+
+    def __init__(self, config: LocalApiConfig | None = None, *, host: str = "127.0.0.1") -> None:
+        self.config, self._host = config or LocalApiConfig(), host
+        self._server: uvicorn.Server | None = None
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the local report API is not running")
+        return f"http://{self._host}:{self._server.servers[0].sockets[0].getsockname()[1]}"
+
+    def __enter__(self) -> LocalReportApi:
+        server = _server(self.config, self._host, 0)  # port 0: a free port, read back
+        self._thread = threading.Thread(target=server.run, name="local-report-api", daemon=True)
+        self._thread.start()
+        while not server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the local report API did not start")
+            time.sleep(0.01)
+        self._server = server
+        logger.info("local report API listening on %s", self.url)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+            self._server = None
+
+    def __repr__(self) -> str:
+        where = self.url if self._server is not None else "stopped"
+        return f"LocalReportApi({where}, seed={self.config.seed})"
+
+
+def serve_forever(
+    config: LocalApiConfig | None = None, *, host: str = "127.0.0.1", port: int = 8000
+) -> None:
+    """Run the local report API in the foreground until interrupted (Ctrl-C, SIGTERM):
+    ``python -m ingestion serve``, reached by other processes through ``REPORT_API_URL``."""
+    config = config or LocalApiConfig()
+    days = f"{config.report_start}..{config.report_end}, increments to {config.increments_until}"
+    logger.info("local report API serving on http://%s:%d (report %s)", host, port, days)
+    _server(config, host, port).run()
+    logger.info("local report API stopped")

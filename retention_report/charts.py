@@ -1,177 +1,142 @@
-"""The report's charts, drawn with matplotlib's object API on the Agg canvas.
+"""The report's charts, drawn with matplotlib's object API (``Figure``, no pyplot).
 
-``matplotlib.figure.Figure`` without pyplot: no GUI backend, no global figure state, so
-rendering works on a headless Airflow worker and in several threads at once.
+No GUI backend and no global figure state: rendering works on a headless Airflow worker
+and in several threads at once. Every axis is fitted to the data it shows, and every
+legend sits outside the plot area, so it never covers a bar or a line.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import math
+from collections.abc import Callable, Iterable
 
 import pandas as pd
 from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter, StrMethodFormatter
+from matplotlib.ticker import MaxNLocator, PercentFormatter, StrMethodFormatter
 
-NEW, RETURNING, REFUND = "#4c72b0", "#55a868", "#c44e52"
-# Items drawn one by one in the per-item charts; the rest is summed as "other items".
-MAX_ITEMS = 12
-# Week over week changes beyond this (percent) are drawn cut, with their value written.
+from retention_report.data import LABELS
+
+COLORS = {
+    "new_customers_count": "#4c72b0",
+    "returning_customers_count": "#55a868",
+    "refunded_customer_count": "#dd8452",
+    "customers_refunded": "#c44e52",
+    "revenue": "#8172b3",
+}
+COLORS |= {"new_customers_revenue": COLORS["new_customers_count"]}
+COLORS |= {"returning_customers_revenue": COLORS["returning_customers_count"]}
+MAX_ITEMS = 12  # items drawn one by one per chart; the rest is summed as "other items"
+# Changes beyond this (percent; after a near-empty week) are cut, with their value written.
 WOW_LIMIT = 150.0
-# Nothing in a PNG that changes from run to run: the same mart gives the same bytes.
-PNG_METADATA = {"Software": None}
+MONEY = StrMethodFormatter("{x:,.0f}")
 
 
-def _figure(width: float = 9.0, height: float = 4.5) -> tuple[Figure, object]:
+def _figure(title: str, width: float = 9.0, height: float = 4.5) -> Figure:
     figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    return figure, figure.add_subplot()
+    figure.suptitle(title)
+    return figure
 
 
-def _save(figure: Figure, path: Path) -> Path:
-    figure.savefig(path, format="png", metadata=PNG_METADATA)
-    return path
+def fit(set_limits: Callable[..., object], values: Iterable[float]) -> None:
+    """Limits around the data and zero, with a 10% margin (none below a non-negative axis);
+    0..1 when everything is 0."""
+    values = [float(value) for value in values] or [0.0]
+    low, high = min(0.0, *values), max(0.0, *values)
+    margin = (high - low) * 0.1 or 1.0
+    set_limits(low - margin if low < 0 else 0.0, high + margin)
 
 
-def customers_per_week(totals: pd.DataFrame, path: Path) -> Path:
-    """New and returning customers per week (stacked), summed over items."""
-    figure, ax = _figure()
-    weeks = totals["period_id"]
-    new = totals["new_customers_count"]
-    returning = totals["returning_customers_count"]
-    ax.bar(weeks, new, color=NEW, label="new customers")
-    ax.bar(weeks, returning, bottom=new, color=RETURNING, label="returning customers")
-    ax.set_title("New vs returning customers per week (sum over items)")
-    ax.set_ylabel("customers")
-    ax.legend(loc="upper left")
-    ax.tick_params(axis="x", labelrotation=45)
-    return _save(figure, path)
+def _weekly_axes(figure: Figure, weeks: pd.Series, ylabel: str) -> Axes:
+    ax = figure.add_subplot()
+    ax.set_xticks(range(len(weeks)), weeks, rotation=45)
+    ax.set_xlim(-0.5, len(weeks) - 0.5)
+    ax.set_ylabel(ylabel)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+    ax.yaxis.set_major_formatter(MONEY)
+    return ax
 
 
-def revenue_per_week(totals: pd.DataFrame, path: Path) -> Path:
-    """Revenue of new and returning customers per week (stacked, shipped lines)."""
-    figure, ax = _figure()
-    weeks = totals["period_id"]
-    new = totals["new_customers_revenue"].astype("float64")
-    returning = totals["returning_customers_revenue"].astype("float64")
-    ax.bar(weeks, new, color=NEW, label="new customers")
-    ax.bar(weeks, returning, bottom=new, color=RETURNING, label="returning customers")
-    ax.set_title("Revenue of new vs returning customers per week (shipped lines)")
-    ax.set_ylabel("revenue")
-    ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
-    ax.legend(loc="upper left")
-    ax.tick_params(axis="x", labelrotation=45)
-    return _save(figure, path)
+def _legend(figure: Figure) -> Figure:
+    if any(ax.get_legend_handles_labels()[0] for ax in figure.axes):
+        figure.legend(loc="outside right center", fontsize="small")
+    return figure
 
 
-def refunds_per_week(totals: pd.DataFrame, path: Path) -> Path:
-    """Refunded lines and customers with a refund per week (side by side)."""
-    figure, ax = _figure()
-    positions = range(len(totals))
-    width = 0.4
-    ax.bar(
-        [p - width / 2 for p in positions],
-        totals["customers_refunded"],
-        width,
-        color=REFUND,
-        label="refunded lines",
-    )
-    ax.bar(
-        [p + width / 2 for p in positions],
-        totals["refunded_customer_count"],
-        width,
-        color="#dd8452",
-        label="customers with a refund (sum over items)",
-    )
-    ax.set_xticks(list(positions), totals["period_id"], rotation=45)
-    ax.set_title("Refunds per week")
-    ax.set_ylabel("count")
-    ax.legend(loc="upper left")
-    return _save(figure, path)
+def stacked(totals: pd.DataFrame, columns: list[str], title: str, ylabel: str) -> Figure:
+    """Per week, ``columns`` stacked on each other (new, then returning customers)."""
+    figure = _figure(title)
+    ax = _weekly_axes(figure, totals["period_id"], ylabel)
+    bottom = pd.Series(0.0, index=totals.index)
+    for column in columns:
+        values = totals[column].astype("float64")
+        ax.bar(
+            range(len(totals)), values, bottom=bottom, color=COLORS[column], label=LABELS[column]
+        )
+        bottom += values
+    fit(ax.set_ylim, bottom)
+    return _legend(figure)
 
 
-def week_over_week_change(changes: pd.DataFrame, path: Path) -> Path:
-    """Percent change against the week before, per measure (grouped bars)."""
-    figure, ax = _figure()
-    measures = [column for column in changes.columns if column != "period_id"]
-    colors = ["#8172b3", NEW, RETURNING, REFUND]
-    width = 0.8 / len(measures)
-    positions = range(len(changes))
-    for index, (measure, color) in enumerate(zip(measures, colors, strict=True)):
-        offset = (index - (len(measures) - 1) / 2) * width
-        values = changes[measure].fillna(0.0)
-        xs = [p + offset for p in positions]
-        ax.bar(xs, values.clip(-WOW_LIMIT, WOW_LIMIT), width, color=color, label=measure)
-        # A week after a near-empty one (a report's first, partial week) changes by
-        # thousands of percent: such bars stop at the limit and carry their value.
-        for x, value in zip(xs, values, strict=True):
-            if abs(value) > WOW_LIMIT:
-                ax.annotate(
-                    f"{value:+,.0f}%",
-                    (x, WOW_LIMIT if value > 0 else -WOW_LIMIT),
-                    ha="center",
-                    va="bottom" if value > 0 else "top",
-                    fontsize="x-small",
-                    rotation=90,
-                )
-    ax.set_ylim(-WOW_LIMIT * 1.1, WOW_LIMIT * 1.6)
+def grouped(
+    frame: pd.DataFrame, columns: list[str], title: str, ylabel: str, limit: float = math.inf
+) -> Figure:
+    """Per week, one bar per column side by side; bars beyond ``limit`` are cut, labelled."""
+    figure = _figure(title)
+    ax = _weekly_axes(figure, frame["period_id"], ylabel)
+    width = 0.8 / len(columns)
+    drawn = []
+    for index, column in enumerate(columns):
+        xs = [week + (index - (len(columns) - 1) / 2) * width for week in range(len(frame))]
+        values = frame[column].astype("float64").fillna(0.0)
+        cut = values.clip(-limit, limit)
+        ax.bar(xs, cut, width, color=COLORS[column], label=LABELS[column])
+        drawn += list(cut)
+        for x, value, end in zip(xs, values, cut, strict=True):
+            if value != end:  # written inside the cut bar, so it stays on the axes
+                va = "top" if end > 0 else "bottom"
+                ax.text(x, end, f" {value:+,.0f}% ", ha="center", va=va, rotation=90, color="white")
+    fit(ax.set_ylim, drawn)
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(list(positions), changes["period_id"], rotation=45)
-    ax.yaxis.set_major_formatter(PercentFormatter(decimals=0))
-    ax.set_title("Week over week change (no bar: first week, or nothing the week before)")
-    ax.legend(loc="upper right", fontsize="small", ncols=2)
-    return _save(figure, path)
+    if limit < math.inf:
+        ax.yaxis.set_major_formatter(PercentFormatter())
+    return _legend(figure)
 
 
-def _top_items(items: pd.DataFrame, value: pd.Series) -> list[str]:
-    ranked = value.groupby(items["item_name"]).sum().sort_values(ascending=False)
-    return list(ranked.index[:MAX_ITEMS])
-
-
-def revenue_per_item(items: pd.DataFrame, weeks: list[str], path: Path) -> Path:
+def revenue_per_item(items: pd.DataFrame, weeks: pd.Series, title: str) -> Figure:
     """Revenue (new + returning) of each item per week, one line per item."""
-    figure, ax = _figure(10.0, 5.0)
-    revenue = (items["new_customers_revenue"] + items["returning_customers_revenue"]).astype(
-        "float64"
-    )
-    top = _top_items(items, revenue)
+    figure = _figure(title, 10.0, 5.0)
+    ax = _weekly_axes(figure, weeks, "revenue")
+    revenue = (items["new_customers_revenue"] + items["returning_customers_revenue"]).astype(float)
+    ranked = revenue.groupby(items["item_name"]).sum().sort_values(ascending=False)
+    top = list(ranked.index[:MAX_ITEMS])
     names = items["item_name"].where(items["item_name"].isin(top), "other items")
-    table = (
-        revenue.groupby([items["period_id"], names])
-        .sum()
-        .unstack(fill_value=0.0)
-        .reindex(weeks, fill_value=0.0)
-    )
+    table = revenue.groupby([items["period_id"], names]).sum().unstack(fill_value=0.0)
+    table = table.reindex(list(weeks), fill_value=0.0)
     ax.set_prop_cycle(color=colormaps["tab20"].colors)  # up to 13 lines, none alike
-    for name in [*top, "other items"]:
-        if name in table:
-            ax.plot(weeks, table[name], marker="o", label=name)
-    ax.set_title("Revenue per item and week (shipped lines)")
-    ax.set_ylabel("revenue")
-    ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
-    ax.tick_params(axis="x", labelrotation=45)
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
-    return _save(figure, path)
+    for name in [name for name in [*top, "other items"] if name in table]:
+        ax.plot(range(len(weeks)), table[name], marker="o", label=name)
+    fit(ax.set_ylim, table.to_numpy().ravel())
+    return _legend(figure)
 
 
-def customers_per_item(items: pd.DataFrame, week_id: str, path: Path) -> Path:
+def customers_per_item(items: pd.DataFrame, week_id: str) -> Figure:
     """The last week, per item: new and returning customers (left), refunds (right)."""
-    figure = Figure(figsize=(10.0, 5.0), dpi=100, layout="constrained")
+    figure = _figure(f"{week_id} per item: new vs returning customers, refunds", 10.0, 5.0)
     week = items[items["period_id"] == week_id].sort_values("item_name", ascending=False)
     if week.empty:
-        ax = figure.add_subplot()
-        ax.text(0.5, 0.5, f"{week_id}: no orders", ha="center", va="center")
-        ax.set_axis_off()
-        return _save(figure, path)
+        figure.text(0.5, 0.5, f"{week_id}: no orders", ha="center", va="center")
+        return figure
     customers, refunds = figure.subplots(1, 2, sharey=True, width_ratios=[3, 1])
-    names = week["item_name"]
-    new = week["new_customers_count"]
-    customers.barh(names, new, color=NEW, label="new customers")
-    customers.barh(
-        names, week["returning_customers_count"], left=new, color=RETURNING, label="returning"
-    )
+    left = pd.Series(0, index=week.index)
+    for column in ["new_customers_count", "returning_customers_count"]:
+        color, label = COLORS[column], LABELS[column]
+        customers.barh(week["item_name"], week[column], left=left, color=color, label=label)
+        left += week[column]
+    fit(customers.set_xlim, left)
     customers.set_xlabel("customers")
-    figure.legend(loc="outside lower center", ncols=2, fontsize="small")
-    refunds.barh(names, week["customers_refunded"], color=REFUND)
-    refunds.set_xlabel("refunded lines")
-    figure.suptitle(f"{week_id} per item: new vs returning customers, refunds")
-    return _save(figure, path)
+    refunds.barh(week["item_name"], week["customers_refunded"], color=COLORS["customers_refunded"])
+    fit(refunds.set_xlim, week["customers_refunded"])
+    refunds.set_xlabel(LABELS["customers_refunded"])
+    return _legend(figure)

@@ -9,27 +9,28 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, PackageLoader
+from matplotlib.figure import Figure
 from psycopg2.extensions import connection as Connection
 
-from retention_report import charts
-from retention_report.data import RetentionWeeks, read_retention_weeks, week_over_week
+from retention_report import charts, data
 
 DEFAULT_WEEKS = 8
 HTML_NAME = "retention.html"
-# file name -> (title, what the chart draws); the order of the page
+# Nothing in a PNG that changes from run to run: the same mart gives the same bytes.
+PNG_METADATA = {"Software": None}
+# file name -> title; the order of the page
 CHART_TITLES = {
-    "customers.png": "New vs returning customers per week",
-    "revenue.png": "Revenue of new vs returning customers per week",
+    "customers.png": "New vs returning customers per week (sum over items)",
+    "revenue.png": "Revenue of new vs returning customers per week (shipped lines)",
     "refunds.png": "Refunds per week",
-    "week_over_week.png": "Week over week",
-    "items_revenue.png": "Revenue per item",
+    "week_over_week.png": "Week over week change (no bar: first week, or nothing the week before)",
+    "items_revenue.png": "Revenue per item and week (shipped lines)",
     "items_last_week.png": "Per item, last week",
 }
 
@@ -40,34 +41,41 @@ def render_report(conn: Connection, out_dir: Path | str, weeks: int = DEFAULT_WE
     Raises :class:`retention_report.NoWeeksBuilt` (a clear message) when the mart holds
     no week yet.
     """
-    data = read_retention_weeks(conn, weeks)
-    folder = Path(out_dir) / f"{data.first_week_id}_{data.last_week_id}"
+    retention = data.read_retention_weeks(conn, weeks)
+    week_ids = retention.totals["period_id"]
+    folder = Path(out_dir) / f"{week_ids.iloc[0]}_{week_ids.iloc[-1]}"
     folder.mkdir(parents=True, exist_ok=True)
-    images = draw_charts(data, folder)
-    html = render_html(data, images)
+    pngs = {}
+    for name, figure in draw_charts(retention).items():
+        figure.savefig(folder / name, format="png", metadata=PNG_METADATA)
+        pngs[name] = (folder / name).read_bytes()
     path = folder / HTML_NAME
     partial = path.with_suffix(".html.partial")
-    partial.write_text(html, encoding="utf-8")
+    partial.write_text(render_html(retention, pngs), encoding="utf-8")
     os.replace(partial, path)  # a reader never sees half a page
     return path
 
 
-def draw_charts(data: RetentionWeeks, folder: Path) -> dict[str, Path]:
-    """Every chart of :data:`CHART_TITLES` as a PNG in ``folder``."""
-    week_ids = list(data.totals["period_id"])
-    drawers: dict[str, Callable[[Path], Path]] = {
-        "customers.png": lambda path: charts.customers_per_week(data.totals, path),
-        "revenue.png": lambda path: charts.revenue_per_week(data.totals, path),
-        "refunds.png": lambda path: charts.refunds_per_week(data.totals, path),
-        "week_over_week.png": lambda path: charts.week_over_week_change(
-            week_over_week(data.totals), path
+def draw_charts(retention: data.RetentionWeeks) -> dict[str, Figure]:
+    """Every chart of :data:`CHART_TITLES`, by file name."""
+    totals, items, week_ids, title = *retention, retention.totals["period_id"], CHART_TITLES
+    changes = data.week_over_week(totals)
+    return {
+        "customers.png": charts.stacked(
+            totals, data.COUNTS[:2], title["customers.png"], "customers"
         ),
-        "items_revenue.png": lambda path: charts.revenue_per_item(data.items, week_ids, path),
-        "items_last_week.png": lambda path: charts.customers_per_item(
-            data.items, data.last_week_id, path
+        "revenue.png": charts.stacked(totals, data.REVENUES, title["revenue.png"], "revenue"),
+        "refunds.png": charts.grouped(totals, data.COUNTS[2:], title["refunds.png"], "count"),
+        "week_over_week.png": charts.grouped(
+            changes,
+            data.CHANGES,
+            title["week_over_week.png"],
+            "change on the week before",
+            charts.WOW_LIMIT,
         ),
+        "items_revenue.png": charts.revenue_per_item(items, week_ids, title["items_revenue.png"]),
+        "items_last_week.png": charts.customers_per_item(items, week_ids.iloc[-1]),
     }
-    return {name: drawers[name](folder / name) for name in CHART_TITLES}
 
 
 def _number(value: object) -> str:
@@ -78,24 +86,24 @@ def _number(value: object) -> str:
     return str(value)
 
 
-def render_html(data: RetentionWeeks, images: dict[str, Path]) -> str:
+def render_html(retention: data.RetentionWeeks, pngs: dict[str, bytes]) -> str:
     """The page: charts embedded as base64 PNG, and the numbers behind them as tables."""
-    env = Environment(
-        loader=PackageLoader("retention_report"),
-        autoescape=select_autoescape(["html"]),
-        keep_trailing_newline=True,
-    )
+    env = Environment(loader=PackageLoader("retention_report"), autoescape=True, trim_blocks=True)
     env.filters["number"] = _number
-    embedded = {
-        name: base64.b64encode(path.read_bytes()).decode("ascii") for name, path in images.items()
-    }
+    totals, items = retention
     return env.get_template("report.html").render(
-        first_week=data.first_week_id,
-        last_week=data.last_week_id,
-        week_count=len(data.weeks),
+        first_week=totals["period_id"].iloc[0],
+        last_week=totals["period_id"].iloc[-1],
+        week_count=len(totals),
         generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        charts=[(name, title, embedded[name]) for name, title in CHART_TITLES.items()],
-        totals=data.totals.to_dict("records"),
-        changes=week_over_week(data.totals).to_dict("records"),
-        items=data.items.to_dict("records"),
+        charts=[
+            (name, title, base64.b64encode(pngs[name]).decode())
+            for name, title in CHART_TITLES.items()
+        ],
+        labels=data.LABELS,
+        tables=[
+            ("totals", "Totals per week", totals),
+            ("week_over_week", "Week over week", data.week_over_week(totals)),
+            ("items", "Per item and week (the mart's rows)", items),
+        ],
     )

@@ -66,7 +66,7 @@ def _rows(content: bytes) -> list[dict[str, str]]:
 
 
 def _order_file(config: LocalApiConfig, day: date) -> bytes:
-    return synthetic.file_bytes(config.shape, "user_order_log", [day])
+    return synthetic.file_bytes(config, "user_order_log", [day])
 
 
 # -- the HTTP contract ------------------------------------------------------------------
@@ -241,10 +241,10 @@ def test_same_seed_gives_identical_bytes_over_http() -> None:
 def test_every_file_is_deterministic_and_seed_dependent() -> None:
     days = [date(2024, 10, 2), date(2024, 10, 3)]
     for name in synthetic.FILE_NAMES:
-        one = synthetic.file_bytes(LocalApiConfig(seed=1).shape, name, days)
-        assert one == synthetic.file_bytes(LocalApiConfig(seed=1).shape, name, list(reversed(days)))
+        one = synthetic.file_bytes(LocalApiConfig(seed=1), name, days)
+        assert one == synthetic.file_bytes(LocalApiConfig(seed=1), name, list(reversed(days)))
         if name != "price_log":  # prices are the real, fixed ones
-            assert one != synthetic.file_bytes(LocalApiConfig(seed=2).shape, name, days)
+            assert one != synthetic.file_bytes(LocalApiConfig(seed=2), name, days)
 
 
 # -- quirks of the real source ------------------------------------------------------------
@@ -329,14 +329,14 @@ def test_weeks_have_new_and_returning_customers() -> None:
 
 
 def test_price_log_is_headerless_and_equals_the_real_one() -> None:
-    content = synthetic.file_bytes(LocalApiConfig().shape, "price_log", [date(2024, 10, 3)])
+    content = synthetic.file_bytes(LocalApiConfig(), "price_log", [date(2024, 10, 3)])
     assert content == (FIXTURES / "increments" / "2024-10-02" / "price_log_inc.csv").read_bytes()
     first_line = content.decode().splitlines()[0]
     assert first_line == "Молоко 1%,100"
 
 
 def test_200k_orders_per_day_generate() -> None:
-    shape = LocalApiConfig(orders_per_day=200_000).shape
+    shape = LocalApiConfig(orders_per_day=200_000)
     rows = 0
     uniq_ids: set[bytes] = set()
     for block in synthetic.iter_file(shape, "user_order_log", [date(2024, 10, 3)]):
@@ -370,7 +370,7 @@ def test_synthetic_files_have_the_real_header_and_formats(
     fixture: str, name: str, day: date
 ) -> None:
     real_path = FIXTURES / fixture
-    synthetic_text = synthetic.file_bytes(LocalApiConfig().shape, name, [day]).decode("utf-8")
+    synthetic_text = synthetic.file_bytes(LocalApiConfig(), name, [day]).decode("utf-8")
     assert synthetic_text.splitlines()[0] == _header(real_path)
 
     real_rows = list(csv.DictReader(real_path.open(encoding="utf-8")))

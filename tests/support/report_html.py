@@ -7,7 +7,10 @@ from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
 
+from retention_report.data import LABELS
 from support.mart_tables import query
+
+COLUMN_OF_LABEL = {label: column for column, label in LABELS.items()}
 
 MEASURES = (
     "new_customers_count",
@@ -56,11 +59,17 @@ class _Tables(HTMLParser):
 
 
 def report_tables(path: Path) -> tuple[dict[str, list[dict[str, str]]], list[str]]:
-    """Each table of the page by id, as rows of {header: cell text}; and the img sources."""
+    """Each table of the page by id, as rows of {column: cell text}; and the img sources.
+
+    Headers are read back to the mart's column names through ``LABELS``: a header that is
+    not a readable label (a raw column name) is a KeyError.
+    """
     parser = _Tables()
     parser.feed(path.read_text(encoding="utf-8"))
     tables = {
-        name: [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
+        name: [
+            dict(zip([COLUMN_OF_LABEL[h] for h in rows[0]], row, strict=True)) for row in rows[1:]
+        ]
         for name, rows in parser.tables.items()
     }
     return tables, parser.images
