@@ -65,6 +65,7 @@ def dbt_group(
             manifest_path=DBT_PROJECT_DIR / "target" / "manifest.json",
             project_name="retail",
             install_dbt_deps=False,  # no hub packages
+            env_vars=env,
         ),
         profile_config=PROFILE,
         execution_config=ExecutionConfig(
@@ -77,10 +78,6 @@ def dbt_group(
         render_config=RenderConfig(
             load_method=LoadMode.DBT_MANIFEST, selector=selector, test_behavior=test_behavior
         ),
-        operator_args={
-            "env": env,
-            "pre_execute": hold_build_lock,
-            "post_execute": release_build_lock,
-        },
+        operator_args={"pre_execute": hold_build_lock, "post_execute": release_build_lock},
         **kwargs,
     )
