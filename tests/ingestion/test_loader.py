@@ -565,7 +565,9 @@ ODD_BAD_FILES = [
     ),
     (
         "a bad amount after a quoted CRLF in a CRLF file",
-        f"{ORDER_HEADER}\r\n{_row(1, 'Томаты', QUOTED_CRLF)}\r\n{_row(2, ',50', ',5x')}\r\n".encode(),
+        (
+            f"{ORDER_HEADER}\r\n{_row(1, 'Томаты', QUOTED_CRLF)}\r\n{_row(2, ',50', ',5x')}\r\n"
+        ).encode(),
         4,
         "payment_amount '5x'",
     ),
