@@ -33,23 +33,20 @@ log = logging.getLogger(__name__)
 
 TABLES: tuple[str, ...] = ("user_order_log", "user_activity_log", "customer_research", "price_log")
 Files = Mapping[str, Path | None]  # table name -> its downloaded file, None for a 404
-# A batch of at least this many rows, larger than what its staging table holds besides the
-# batch's own period (a first load, the full report), is inserted with the table's indexes
-# dropped and then rebuilt: one sorted build per index instead of scattered index inserts.
+# A batch at least this big, and bigger than what its table holds besides its period (a
+# first load, the full report), is inserted with the table's indexes dropped and rebuilt.
 BULK_MIN_ROWS = 100_000
 COPY_CHUNK_BYTES = 1 << 20
 _BOM, _NEWLINES = b"\xef\xbb\xbf", b"\r\n"
 # COPY's error context: 'COPY incoming_x, line 5, column quantity: "0"' (or ': null input').
+_COPY = "copy {} ({}) from stdin (format csv, header {}, encoding 'UTF8', force_null ({}))"
 _CONTEXT = re.compile(r'line (\d+)(?:, column ([^:]+): (?:null input|"(.*)"))?', re.DOTALL)
 
 
 class BadInputError(ValueError):
-    """A source file that cannot be loaded as it is; nothing was written to staging.
-
-    ``day`` is the increment's day (``2024-10-02``) or the report's days
-    (``2024-09-08..2024-09-30``), ``file`` the source file's name, ``line`` its physical line
-    (1 = the first) and ``column`` the field's column, each None when it does not apply.
-    """
+    """A source file that cannot be loaded as it is; nothing was written to staging. ``day``
+    is the batch's day or days (``2024-09-08..2024-09-30``), ``file`` the source's file name;
+    ``line`` (physical, 1 = the first) and ``column`` are None where they do not apply."""
 
     def __init__(
         self, day: str, file: str | Path, line: int | None, reason: str, column: str | None = None
@@ -62,25 +59,16 @@ class BadInputError(ValueError):
 
 # --- what each file holds, and its rules -----------------------------------------------------
 
-NOT_AN_INTEGER = "{column} {value!r} is not an integer"
-NOT_AN_AMOUNT = "{column} {value!r} is not an amount (digits, up to 2 decimals)"
-NOT_A_TIMESTAMP = "{column} {value!r} is not a timestamp YYYY-MM-DDTHH:MM:SS"
-OUT_OF_RANGE = "{column} {value} is out of range"  # beyond the type's own range (SQLSTATE 22003)
-
 
 @dataclass(frozen=True)
 class Column:
-    """One column of a source file: the type PostgreSQL reads it as, and its rules.
-
-    ``checks`` become the CHECK constraints of the column's domain, ``(SQL on value,
-    message)``, checked in order; ``invalid`` is the message for a field the type cannot
-    read. Messages take ``{column}``, ``{value}`` (as in the file) and ``{period}``; checks
-    take ``{start}`` and ``{end}``, the batch's first day and the day after its last.
-    """
+    """One column of a source file: the type PostgreSQL reads it as, and its rules, the
+    CHECK constraints of its domain: ``(SQL on value, message)``, in order (a field the
+    type cannot read fails the first). Messages take ``{column}``, ``{value}`` (as in the
+    file) and ``{period}``; checks take ``{start}`` and ``{end}`` (the batch's days)."""
 
     name: str
     sql_type: str = "text"
-    invalid: str = ""
     checks: tuple[tuple[str, str], ...] = ()
     loaded: bool = True  # False for the file's row number ``id``
     default: str | None = None  # for a column the file may lack: what its absence means
@@ -88,43 +76,40 @@ class Column:
 
 def integer(name: str, sql_type: str = "integer", minimum: int | None = None) -> Column:
     """A whole number: int4 for ids (the legacy marts' type), bigint for counts."""
-    checks = [("value is not null", NOT_AN_INTEGER)]
+    checks = [("value is not null", "{column} {value!r} is not an integer")]
     if minimum is not None:
         checks.append((f"value >= {minimum}", f"{{column}} {{value}} is below {minimum}"))
-    return Column(name, sql_type, NOT_AN_INTEGER, tuple(checks), loaded=name != "id")
+    return Column(name, sql_type, tuple(checks), loaded=name != "id")
 
 
 def amount(name: str, maximum: str = "", limited_by: str = "") -> Column:
     """Money as staging's numeric(14,2) holds it, never negative (refunds are positive: the
     mart applies the sign); ``maximum`` narrows it to the mart column ``limited_by``."""
-    checks = [
-        ("value is not null and scale(value) <= 2 and abs(value) < 1e12", NOT_AN_AMOUNT),
-        ("value >= 0", "{column} {value} is below 0"),
-    ]
+    not_amount = "{column} {value!r} is not an amount (digits, up to 2 decimals)"
+    checks = [("value is not null and scale(value) <= 2 and abs(value) < 1e12", not_amount)]
+    checks.append(("value >= 0", "{column} {value} is below 0"))
     if maximum:
         message = f"{{column}} {{value}} is above {maximum}, the largest allowed ({limited_by})"
         checks.append((f"value <= {maximum}", message))
-    return Column(name, "numeric", NOT_AN_AMOUNT, tuple(checks))
+    return Column(name, "numeric", tuple(checks))
 
 
 def moment(name: str) -> Column:
-    """A timestamp written exactly as the source writes it, in the batch's days and in the
-    marts' calendar (read as text: the format is part of the rule)."""
-    first, last = CALENDAR_START.isoformat(), (CALENDAR_END + timedelta(days=1)).isoformat()
+    """A timestamp written exactly as the source writes it (read as text: it must read back
+    unchanged, so no 24:00:00, zone or fraction), in the batch's days and the calendar."""
+    exact = """to_char(value::timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') = value"""
+    first, last, text = CALENDAR_START, CALENDAR_END + timedelta(days=1), 'value collate "C"'
+    calendar = (
+        f"the marts' calendar {first}..{CALENDAR_END} (dbt vars calendar_start / calendar_end)"
+    )
     return Column(
         name,
-        invalid=NOT_A_TIMESTAMP,
         checks=(
-            # it must read back unchanged: no 24:00:00, no space for the T, no zone or fraction
-            ("""to_char(value::timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') = value""", NOT_A_TIMESTAMP),
+            (exact, "{column} {value!r} is not a timestamp YYYY-MM-DDTHH:MM:SS"),
+            (f"{text} >= {{start}} and {text} < {{end}}", "{column} {value} is outside {period}"),
             (
-                'value collate "C" >= {start} and value collate "C" < {end}',
-                "{column} {value} is outside {period}",
-            ),
-            (
-                f"value collate \"C\" >= '{first}' and value collate \"C\" < '{last}'",
-                f"{{column}} {{value}} is outside the marts' calendar {first}..{CALENDAR_END}"
-                " (dbt vars calendar_start / calendar_end)",
+                f"{text} >= '{first}' and {text} < '{last}'",
+                f"{{column}} {{value}} is outside {calendar}",
             ),
         ),
     )
@@ -134,7 +119,7 @@ def key(name: str) -> Column:
     return Column(name, checks=((r"btrim(value, E' \t\n\r\f\v') <> ''", "{column} is empty"),))
 
 
-STATUS = "status {value!r} is not one of shipped, refunded"
+STATUS = ("value in ('shipped', 'refunded')", "status {value!r} is not one of shipped, refunded")
 
 
 @dataclass(frozen=True)
@@ -168,7 +153,7 @@ SPECS: dict[str, TableSpec] = {spec.name: spec for spec in (
         integer("quantity", "bigint", minimum=1),
         amount("payment_amount", "99999999.99", "mart.f_sales.payment_amount numeric(10,2)"),
         # older extracts have no status column: every row is then shipped
-        Column("status", checks=(("value in ('shipped', 'refunded')", STATUS),), default="shipped"),
+        Column("status", checks=(STATUS,), default="shipped"),
     ), key=("uniq_id",), date_column="date_time"),
     TableSpec("user_activity_log", (
         integer("id", "bigint"), key("uniq_id"), moment("date_time"),
@@ -196,12 +181,9 @@ class TableLoad:
     rows_read: int
     duplicates_dropped: int
     rows_loaded: int
-    # Existing rows deleted first: the period's rows plus rows whose key moved days.
-    rows_replaced: int = 0
-    # Rows of this file not loaded because staging holds their key from a newer batch.
-    rows_superseded: int = 0
-    # Days outside the batch's period that lost rows to it (a correction re-dated them).
-    moved_from_days: tuple[date, ...] = ()
+    rows_replaced: int = 0  # rows deleted: the period's, and those whose key moved here
+    rows_superseded: int = 0  # rows not loaded: a newer batch holds their key
+    moved_from_days: tuple[date, ...] = ()  # days a correction moved rows away from
 
 
 @dataclass
@@ -216,7 +198,8 @@ class LoadSummary:
 
     @property
     def period(self) -> str:
-        return _period_label(self.start_day, self.end_day)
+        days = [self.start_day.isoformat(), self.end_day.isoformat()]
+        return days[0] if self.start_day == self.end_day else "..".join(days)
 
     @property
     def moved_from_days(self) -> list[date]:
@@ -236,25 +219,21 @@ class LoadSummary:
         return sorted(days.union(self.moved_from_days))
 
     def format(self) -> str:
-        lines = [f"batch {self.batch_id}, {self.period}:"]
+        lines, indent = [f"batch {self.batch_id}, {self.period}:"], " " * 20
         for name in TABLES:
             if name in self.missing:
                 lines.append(f"  {name:<18} missing (404): existing rows for the period kept")
-            if name not in self.tables:
-                continue
-            t = self.tables[name]
-            lines.append(
-                f"  {name:<18} {t.rows_read:>8} read, {t.duplicates_dropped:>7} repeats"
-                f" dropped, {t.rows_loaded:>8} loaded ({t.rows_replaced} replaced)"
-            )
-            if t.rows_superseded:
+            if t := self.tables.get(name):
                 lines.append(
-                    f"  {'':<18} {t.rows_superseded} rows kept from newer batches"
-                    " (a later correction wins)"
+                    f"  {name:<18} {t.rows_read:>8} read, {t.duplicates_dropped:>7} repeats"
+                    f" dropped, {t.rows_loaded:>8} loaded ({t.rows_replaced} replaced)"
                 )
-            if t.moved_from_days:
-                days = ", ".join(day.isoformat() for day in t.moved_from_days)
-                lines.append(f"  {'':<18} rows moved here from {days}")
+            if t and t.rows_superseded:
+                lines.append(f"{indent}{t.rows_superseded} rows kept from newer batches")
+            if t and t.moved_from_days:
+                lines.append(
+                    f"{indent}rows moved here from {', '.join(map(str, t.moved_from_days))}"
+                )
         return "\n".join(lines)
 
     def one_line(self) -> str:
@@ -272,9 +251,8 @@ class LoadSummary:
 def load_increment(conn: Connection, day: date, files: Files, batch_id: str) -> LoadSummary:
     """Replace staging's rows for ``day`` with the increment's files, in one transaction.
 
-    ``files`` maps table names (:data:`TABLES`) to local CSV files named as the source
-    names them; ``None`` (or a table left out) is a 404: that table is left untouched.
-    price_log rows are dated ``day``.
+    ``files`` maps table names to local CSV files named as the source names them; ``None``
+    (or a table left out) is a 404: that table is left untouched. price_log is dated ``day``.
     """
     return _load(conn, LoadSummary(batch_id, day, day), files)
 
@@ -317,20 +295,19 @@ class StagedFile:
         return f"incoming_{self.spec.name}"
 
     @property
-    def names(self) -> list[str]:
-        """The temporary table's columns that COPY fills, in file order."""
+    def names(self) -> list[str]:  # the columns COPY fills
         return [c.name if c else f"_unknown_{i}" for i, c in enumerate(self.columns)]
 
     def bad(self, line: int | None, reason: str, column: str | None = None) -> BadInputError:
         return BadInputError(self.day, self.path, line, reason, column)
 
+    def domain(self, column: Column) -> tuple[str, str]:
+        return ("pg_temp", f"{self.spec.name}.{column.name}")
+
 
 def _stage_file(cur: Cursor, spec: TableSpec, path: Path, batch: LoadSummary) -> StagedFile:
-    """COPY one file into its checked temporary table; :class:`BadInputError` on bad input.
-
-    Any other failure while checking the file is a loader bug, but the user still gets a
-    :class:`BadInputError` naming the day and the file (connection failures pass through).
-    """
+    """COPY one file into its checked temporary table; any failure but the connection's is
+    a :class:`BadInputError` naming the day and the file (a loader bug says so)."""
     staged = StagedFile(spec, path, batch.period, list(spec.columns))
     try:
         with path.open("rb") as handle:
@@ -345,13 +322,15 @@ def _stage_file(cur: Cursor, spec: TableSpec, path: Path, batch: LoadSummary) ->
             _create_incoming(cur, staged, batch)
             if not empty:
                 handle.seek(start)
-                rows = _DataRows(handle)
+                header = sql.SQL(str(spec.has_header))
+                copy = _sql(_COPY, staged.table, staged.names, header, staged.names)
                 try:
-                    cur.copy_expert(_copy_statement(staged).as_string(cur), rows, COPY_CHUNK_BYTES)
+                    cur.copy_expert(
+                        copy.as_string(cur), _DataRows(handle, staged), COPY_CHUNK_BYTES
+                    )
                 except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
-                    staged.quoted = rows.quoted
                     raise _copy_problem(staged, exc) from None
-                staged.rows_read, staged.quoted = cur.rowcount, rows.quoted
+                staged.rows_read = cur.rowcount
     except OSError as exc:
         raise staged.bad(None, f"file cannot be read: {exc.strerror or exc}") from None
     except (BadInputError, psycopg2.OperationalError, psycopg2.InterfaceError):
@@ -375,9 +354,8 @@ def _header_columns(staged: StagedFile, head: bytes) -> list[Column | None]:
         raise staged.bad(1, "contains a NUL character")
     names = next(csv.reader([text]), [])
     known = {column.name: column for column in staged.spec.columns}
-    for name in names:
-        if names.count(name) > 1:
-            raise staged.bad(1, f"the header names column {name} twice", name)
+    if twice := [name for name in names if names.count(name) > 1]:
+        raise staged.bad(1, f"the header names column {twice[0]} twice", twice[0])
     for column in staged.spec.columns:
         if column.default is None and column.name not in names:
             raise staged.bad(1, f"the header has no column {column.name}", column.name)
@@ -389,10 +367,8 @@ def _header_columns(staged: StagedFile, head: bytes) -> list[Column | None]:
 def _create_incoming(cur: Cursor, staged: StagedFile, batch: LoadSummary) -> None:
     """The temporary table, in file order: a domain per checked column holds its rules; a
     column the file lacks takes its default; an unknown one is text, never read."""
-    bounds = {
-        "start": sql.Literal(f"{batch.start_day.isoformat()}T00:00:00"),
-        "end": sql.Literal(f"{(batch.end_day + timedelta(days=1)).isoformat()}T00:00:00"),
-    }
+    start, end = batch.start_day, batch.end_day + timedelta(days=1)
+    bounds = {"start": sql.Literal(f"{start}T00:00:00"), "end": sql.Literal(f"{end}T00:00:00")}
     present = [c.name for c in staged.columns if c is not None]
     absent = [c for c in staged.spec.columns if c.name not in present]
     definitions = []
@@ -405,34 +381,23 @@ def _create_incoming(cur: Cursor, staged: StagedFile, batch: LoadSummary) -> Non
             _sql("constraint {} check (({}) is true)", str(n), sql.SQL(check).format(**bounds))
             for n, (check, _) in enumerate(column.checks, start=1)
         )
-        domain = _domain(staged.spec, column)
+        domain = staged.domain(column)
         cur.execute(_sql("create domain {} as {} {}", domain, sql.SQL(column.sql_type), checks))
         default = sql.Literal(column.default) if column.default else sql.SQL("null")
         definitions.append(_sql("{} {} default {}", name, domain, default))
     cur.execute(_sql("create temporary table {} ({}) on commit drop", staged.table, definitions))
 
 
-def _domain(spec: TableSpec, column: Column) -> tuple[str, str]:
-    return ("pg_temp", f"{spec.name}.{column.name}")
-
-
-def _copy_statement(staged: StagedFile) -> sql.Composed:
-    header, names = sql.SQL(str(staged.spec.has_header)), staged.names
-    return _sql(
-        "copy {} ({}) from stdin (format csv, header {}, encoding 'UTF8', force_null ({}))",
-        staged.table, names, header, names,
-    )  # fmt: skip
-
-
 class _DataRows:
-    """A file's bytes for COPY, minus trailing line breaks (blank lines at the end)."""
+    """A file's bytes for COPY, minus trailing line breaks (blank lines at the end); notes
+    in ``staged`` whether the file holds a quote."""
 
-    def __init__(self, handle: BinaryIO) -> None:
-        self._handle, self._held, self.quoted = handle, b"", False
+    def __init__(self, handle: BinaryIO, staged: StagedFile) -> None:
+        self._handle, self._held, self._staged = handle, b"", staged
 
     def read(self, size: int = COPY_CHUNK_BYTES) -> bytes:
         while chunk := self._handle.read(size):
-            self.quoted = self.quoted or b'"' in chunk
+            self._staged.quoted = self._staged.quoted or b'"' in chunk
             data = self._held + chunk
             body = data.rstrip(_NEWLINES)
             self._held = data[len(body) :]
@@ -464,10 +429,8 @@ def _copy_problem(staged: StagedFile, exc: psycopg2.Error) -> BadInputError:
     elif name == staged.names[0] and context[3] is None and not _record(staged, line, read=True)[1]:
         reason, name = "blank line between rows (truncated file?)", None  # one empty field
     elif column is not None:
-        if code == "23514":  # check_violation: the constraint's name is the rule's number
-            template = column.checks[int(exc.diag.constraint_name) - 1][1]
-        else:
-            template = OUT_OF_RANGE if code == "22003" else column.invalid
+        rule = int(exc.diag.constraint_name or 1) - 1  # the constraint is named by its number
+        template = "{column} {value} is out of range" if code == "22003" else column.checks[rule][1]
         words = ("the report's days " if ".." in staged.day else "the day ") + staged.day
         reason = template.format(column=name, value=value, period=words)
     else:
@@ -479,13 +442,10 @@ def _record(
     staged: StagedFile, copy_line: int = 0, number: int | None = None, read: bool = False
 ) -> tuple[int, str]:
     """(first physical line, text) of the record COPY numbers ``copy_line``, or of the
-    ``number``-th data record.
-
-    Without a quote in the file a record is a line, and COPY's numbers are the file's. Else
-    the file is read again (the error path only): COPY counts a line break in a quoted field
-    only if it holds the character it ends lines with (LF in LF files, CR in CR and CRLF
-    files, CR before the first line ended), while a physical line ends at any CR, LF or CRLF.
-    """
+    ``number``-th data record: COPY's line number itself, unless a quote makes the file
+    worth reading again. COPY counts a line break in a quoted field only if it holds the
+    character it ends lines with (LF, or CR in CR and CRLF files and before the first line
+    ended); a physical line ends at any CR, LF or CRLF."""
     header = 1 if staged.spec.has_header else 0
     if not (staged.quoted or read):
         return (copy_line if number is None else number + header), ""
@@ -551,11 +511,9 @@ def _load(conn: Connection, batch: LoadSummary, files: Files) -> LoadSummary:
     conn.autocommit = False
     try:
         with conn.cursor() as cur:
-            cur.execute("select to_regclass('staging.load_audit')")
-            if cur.fetchone()[0] is None:
-                raise RuntimeError(
-                    "staging schema is not migrated: run `python -m ingestion migrate` first"
-                )
+            cur.execute("select to_regclass('staging.load_audit') is null")
+            if cur.fetchone()[0]:
+                raise RuntimeError("staging is not migrated: run `python -m ingestion migrate`")
             cur.execute("set local work_mem = '256MB'")  # the server's, for the sorts
             staged = [
                 _stage_file(cur, SPECS[name], Path(path), batch)
@@ -570,7 +528,7 @@ def _load(conn: Connection, batch: LoadSummary, files: Files) -> LoadSummary:
                 log.warning(f"{batch.period}: no {name} file (404); its staging rows are kept")
                 _audit(cur, batch, name, "missing")
             for item in staged:  # domains would outlive the transaction
-                domains = [_domain(item.spec, c) for c in item.spec.columns if c.checks]
+                domains = [item.domain(c) for c in item.spec.columns if c.checks]
                 cur.execute(_sql("drop table {}; drop domain {}", item.table, domains))
         conn.commit()
     except BaseException as exc:
@@ -590,8 +548,7 @@ def _load(conn: Connection, batch: LoadSummary, files: Files) -> LoadSummary:
 
 
 def _lock_tables(cur: Cursor, tables: list[str]) -> None:
-    """Serialise loads of a table (readers are not blocked), waiting up to the lock timeout;
-    in :data:`TABLES` order, so two loads never wait for each other crosswise."""
+    """One load of a table at a time (readers go on), waiting up to the lock timeout."""
     timeout = locks.lock_timeout_s()
     cur.execute("select current_setting('lock_timeout')")
     previous = cur.fetchone()[0]
@@ -606,28 +563,23 @@ def _lock_tables(cur: Cursor, tables: list[str]) -> None:
 
 
 def _replace_period(cur: Cursor, item: StagedFile, batch: LoadSummary) -> TableLoad:
-    """Swap the period's rows in staging for the file's distinct rows.
-
-    Where a key can move between days (order lines, activity) every row records
-    ``source_day``, the day of the batch that wrote it, and a row from a newer batch is
-    never replaced by an older one: staging ends the same whatever order batches come in.
-    """
+    """Swap the period's rows in staging for the file's distinct rows. Where a key can move
+    between days, a row from a newer batch (``source_day``) is never replaced by an older
+    one: staging ends the same whatever order batches come in."""
     spec, day = item.spec, batch.end_day
     names = {"t": ("staging", spec.name), "i": item.table, "k": list(spec.key)}
     names["d"] = spec.date_column or "price_date"
     params = dict(start=batch.start_day, end=day + timedelta(1), day=day, batch=batch.batch_id)
     older = " and source_day <= %(day)s" if spec.movable else ""
     cur.execute(_sql(_DELETE_PERIOD + older, **names), params)
-    replaced, moved, newer = cur.rowcount, {}, 0
+    replaced, moved, newer = cur.rowcount, {}, 0  # moved: rows per day they moved from
     if spec.movable:
         # Rows elsewhere whose key came back: older ones moved here; newer ones are set
         # aside and put back after the insert (so the file's rows still meet the key).
         cur.execute(_sql(_SET_ASIDE, **names), params)
-        for moved_day, is_newer, count in cur.fetchall():
-            if is_newer:
-                newer += count
-            else:
-                moved[moved_day] = count
+        found = cur.fetchall()
+        moved = {moved_day: count for moved_day, is_newer, count in found if not is_newer}
+        newer = sum(count for _, is_newer, count in found if is_newer)
         replaced += sum(moved.values())
         if moved:
             days = ", ".join(map(str, moved))
@@ -635,13 +587,9 @@ def _replace_period(cur: Cursor, item: StagedFile, batch: LoadSummary) -> TableL
 
     # the batch's day dates price_log's rows and the movable tables' source_day
     extra = ["source_day"] if spec.movable else [] if spec.date_column else ["price_date"]
-    columns = [c.name for c in spec.columns if c.loaded] + extra
-    values = [
-        sql.SQL("%(day)s::date")
-        if c in ("price_date", "source_day")
-        else _sql("{}::timestamp" if c == spec.date_column else "{}", c)
-        for c in columns
-    ]
+    columns = [c.name for c in spec.columns if c.loaded]
+    values = [_sql("{}::timestamp" if c == spec.date_column else "{}", c) for c in columns]
+    columns, values = columns + extra, values + [sql.SQL("%(day)s::date")] * len(extra)
     order = [spec.date_column, *spec.key] if spec.movable else list(spec.key)
     cur.execute("savepoint insert_rows")
     try:
@@ -672,9 +620,8 @@ def _conflict(cur: Cursor, item: StagedFile) -> BadInputError:
         return [_sql("{}.{}" + cast, table, column) for column in columns]
 
     parts = {"later": of("later"), "firsts": of("firsts"), "typed": of("numbered")}
-    cur.execute(
-        _sql(_CONFLICT, i=item.table, k=list(item.spec.key), text=of("numbered", "::text"), **parts)
-    )
+    parts["text"] = of("numbered", "::text")
+    cur.execute(_sql(_CONFLICT, i=item.table, k=list(item.spec.key), **parts))
     (_, *kept), (number, *record) = cur.fetchall()
     width = len(columns)
     differs = next(i for i in range(width) if kept[i] != record[i])
@@ -702,12 +649,8 @@ from pg_index where indrelid = %(t)s::regclass
 
 @contextmanager
 def _indexes_rebuilt_if_bulk(cur: Cursor, spec: TableSpec, rows: int) -> Iterator[None]:
-    """Drop the staging table's indexes around a bulk insert, then rebuild them.
-
-    Only for a batch of at least :data:`BULK_MIN_ROWS` rows when the table holds fewer rows
-    than that besides it (counted up to the batch's size). All in the load's transaction:
-    other sessions never see the table without its indexes.
-    """
+    """Drop the staging table's indexes around a bulk insert (see :data:`BULK_MIN_ROWS`),
+    then rebuild them, in the load's transaction: no one sees the table without them."""
     target = ("staging", spec.name)
     if rows >= BULK_MIN_ROWS:
         cur.execute(_sql("select count(*) from (select from {} limit %s) as held", target), (rows,))
@@ -753,9 +696,3 @@ def _sql(template: str, *parts: object, **named: object) -> sql.Composed:
         return sql.Identifier(*part) if isinstance(part, tuple) else sql.Identifier(str(part))
 
     return sql.SQL(template).format(*map(quote, parts), **{k: quote(v) for k, v in named.items()})
-
-
-def _period_label(start_day: date, end_day: date) -> str:
-    if start_day == end_day:
-        return start_day.isoformat()
-    return f"{start_day.isoformat()}..{end_day.isoformat()}"
