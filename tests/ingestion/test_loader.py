@@ -685,3 +685,101 @@ def test_quoted_and_unquoted_empty_fields_both_load_as_null(conn, tmp_path: Path
     assert query(conn, "select count(*) from staging.user_order_log where first_name is null") == [
         (2,)
     ]
+
+
+# --- columns by header name (SPEC section 2) ----------------------------------------------
+
+
+def _reorder(path: Path, target: Path, order: list[str], extra: dict[str, str]) -> Path:
+    """``path``'s rows with its columns in ``order``, plus constant ``extra`` columns."""
+    with path.open(encoding="utf-8", newline="") as source:
+        rows = list(csv.DictReader(source))
+    with target.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.DictWriter(out, [*order, *extra], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({**{name: row[name] for name in order}, **extra} for row in rows)
+    return target
+
+
+def test_columns_are_read_by_header_name_and_unknown_ones_ignored(
+    conn, fixtures_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = increment_files(fixtures_dir, DAY_NEW_FORMAT)
+    load_increment(conn, DAY_NEW_FORMAT, files, "i-2")
+    as_sent = snapshot(conn)
+
+    orders, activity = files["user_order_log"], files["user_activity_log"]
+    assert orders is not None and activity is not None
+    with orders.open(encoding="utf-8") as handle:
+        order_columns = handle.readline().strip().split(",")
+    shuffled = {
+        **files,
+        "user_order_log": _reorder(
+            orders, tmp_path / orders.name, order_columns[::-1], {"promo_code": "x"}
+        ),
+        "user_activity_log": _reorder(
+            activity,
+            tmp_path / activity.name,
+            ["quantity", "customer_id", "uniq_id", "date_time", "action_id", "id"],
+            {},
+        ),
+    }
+    with caplog.at_level(logging.WARNING, logger="ingestion.loader"):
+        load_increment(conn, DAY_NEW_FORMAT, shuffled, "i-2")
+
+    assert snapshot(conn) == as_sent
+    unknown = [r.getMessage() for r in caplog.records if "promo_code" in r.getMessage()]
+    assert unknown == ["user_order_log_inc.csv of 2024-10-02: ignoring unknown column 'promo_code'"]
+    assert all(r.levelno == logging.WARNING for r in caplog.records if "promo" in r.getMessage())
+
+
+@pytest.mark.parametrize(
+    ("header", "column", "reason"),
+    [
+        (ORDER_HEADER.replace(",quantity", ""), "quantity", "the header has no column quantity"),
+        (ORDER_HEADER.replace("id,uniq_id", "uniq_id"), "id", "the header has no column id"),
+        (f"{ORDER_HEADER},city_id", "city_id", "the header names column city_id twice"),
+    ],
+    ids=["no quantity", "no id", "city_id twice"],
+)
+def test_a_missing_or_doubled_column_is_refused_naming_it(
+    conn, tmp_path: Path, header: str, column: str, reason: str
+) -> None:
+    path = tmp_path / "user_order_log_inc.csv"
+    path.write_text(f"{header}\n{_row(1)}\n", encoding="utf-8")
+    with pytest.raises(BadInputError) as caught:
+        load_increment(conn, DAY_NEW_FORMAT, {"user_order_log": path}, "h")
+    error = caught.value
+    assert (error.file, error.line, error.column, error.reason) == (path.name, 1, column, reason)
+    assert str(error) == f"bad input: {path.name} of 2024-10-02, line 1, column {column}: {reason}"
+
+
+def test_a_newer_batch_keeps_its_rows_and_a_conflict_is_still_refused(conn, tmp_path: Path) -> None:
+    """Day 2 corrected line k1 (moved it from day 1); reloading day 1 keeps day 2's version,
+    counts it as superseded, and still refuses a file contradicting itself on k1."""
+    day_one, day_two = tmp_path / "one.csv", tmp_path / "two.csv"
+    day_one.write_text(
+        f"{ORDER_HEADER}\n{_row(1, '2024-10-02T', '2024-10-01T')}\n"
+        f"{_row(2, '2024-10-02T', '2024-10-01T')}\n",
+        encoding="utf-8",
+    )
+    day_two.write_text(f"{ORDER_HEADER}\n{_row(1, ',1,50', ',3,150')}\n", encoding="utf-8")
+    load_increment(conn, DAY_OLD_FORMAT, {"user_order_log": day_one}, "i-1")
+    moved = load_increment(conn, DAY_NEW_FORMAT, {"user_order_log": day_two}, "i-2")
+    assert moved.moved_from_days == [DAY_OLD_FORMAT]
+
+    again = load_increment(conn, DAY_OLD_FORMAT, {"user_order_log": day_one}, "i-1 again")
+    load = again.tables["user_order_log"]
+    assert (load.rows_read, load.rows_loaded, load.rows_superseded) == (2, 1, 1)
+    assert query(
+        conn, "select uniq_id, date_time::date, quantity from staging.user_order_log order by 1"
+    ) == [("k1", DAY_NEW_FORMAT, 3), ("k2", DAY_OLD_FORMAT, 1)]
+
+    day_one.write_text(
+        day_one.read_text(encoding="utf-8")
+        + _row(1, "2024-10-02T", "2024-10-01T").replace(",1,50", ",2,50")
+        + "\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(BadInputError, match="line 4, column quantity: key k1 repeats"):
+        load_increment(conn, DAY_OLD_FORMAT, {"user_order_log": day_one}, "i-1 bad")
