@@ -38,8 +38,8 @@ Files = Mapping[str, Path | None]  # table name -> its downloaded file, None for
 BULK_MIN_ROWS = 100_000
 COPY_CHUNK_BYTES = 1 << 20
 _BOM, _NEWLINES = b"\xef\xbb\xbf", b"\r\n"
-# COPY's error context: 'COPY incoming_x, line 5, column quantity: "0"' (or ': null input').
 _COPY = "copy {} ({}) from stdin (format csv, header {}, encoding 'UTF8', force_null ({}))"
+# COPY's error context: 'COPY incoming_x, line 5, column quantity: "0"' (or ': null input').
 _CONTEXT = re.compile(r'line (\d+)(?:, column ([^:]+): (?:null input|"(.*)"))?', re.DOTALL)
 
 
@@ -374,8 +374,8 @@ def _create_incoming(cur: Cursor, staged: StagedFile, batch: LoadSummary) -> Non
     definitions = []
     pairs = [*zip(staged.names, staged.columns, strict=True), *((c.name, c) for c in absent)]
     for name, column in pairs:
-        if column is None or not column.checks:
-            definitions.append(_sql("{} text", name))
+        if column is None or not column.checks:  # unknown columns are text, never read
+            definitions.append(_sql("{} {}", name, sql.SQL(column.sql_type if column else "text")))
             continue
         checks = sql.SQL(" ").join(
             _sql("constraint {} check (({}) is true)", str(n), sql.SQL(check).format(**bounds))
