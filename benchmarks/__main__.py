@@ -110,25 +110,17 @@ METHOD = """## Method
 **Loader** (`benchmarks/loader.py`). One day of the local report API's synthetic source
 (`local_report_api.synthetic.iter_file`) is written to `user_order_log_inc.csv`:
 N distinct order lines, about 1.375 file rows per line because the source repeats lines
-(727,000 lines make 1,000,420 file rows, 155 MB). The anchor is **raw `COPY FROM STDIN`**
-of that file (`format csv, header`, streamed by psycopg2 in 1 MB blocks) into a bare
-table with the file's columns typed as in staging, no constraints, no indexes: the
-physical limit of getting the file into PostgreSQL. `ingestion.loader.load_increment`
-loads the same file into an empty `staging.user_order_log` (emptied, untimed, before
-each repetition): COPY into a checked temporary table (the validation), de-duplication
-and the conflicting-repeat check in SQL, replacement of the day with staging's primary
-key and four secondary indexes maintained, audit row, one transaction. Repetitions
-alternate raw COPY and load. "Validation alone" is the loader's first phase
-(`stage_file`) rolled back. The **floor** is the least any loader ending with the same
-staging does: raw COPY into a temporary table, then `insert ... select distinct on
-(uniq_id)` into `staging.user_order_log`, sorted, its indexes dropped and rebuilt around
-the insert as the loader does on an empty table, no check; "load / floor" is what the
-loader's checks cost. The compared results are checked: the count, distinct keys and
-amount sum of staging equal those of the distinct lines raw COPY landed (after the
-floor's write too), and raw COPY landed every file row. Peak RSS is `VmHWM` of a fresh
-interpreter running one `load_increment` (`python -m benchmarks.loader rss FILE`;
-`ru_maxrss` would carry the parent's peak across `execve`); `--large-orders` repeats it
-once on a bigger file.
+(727,000 lines make 1,000,420 file rows, 155 MB). The **floor** is what any loader ending
+with staging's indexes pays at least: `COPY FROM STDIN` of that file (`format csv,
+header`, 1 MB blocks) into a bare table with the file's columns typed as in staging, then
+the five indexes of `staging.user_order_log` built on it (non-unique, as the file repeats
+lines). `ingestion.loader.load_increment` loads the same file into an emptied
+`staging.user_order_log` (checks while COPY reads, de-duplication, the indexes dropped
+and rebuilt, audit row, one transaction). Repetitions alternate floor and load;
+"load / floor" is the ratio of their medians. The load is checked against the file: count,
+distinct keys and amount sum of staging equal those of the file's distinct lines. Peak
+RSS is `VmHWM` of a fresh interpreter running one `load_increment`
+(`python -m benchmarks.loader rss FILE`); `--large-orders` repeats it on a bigger file.
 
 **Marts** (`benchmarks/marts.py`; issue rows B3, B4). Two throwaway databases get the
 same synthetic order lines, generated in SQL straight into staging (deterministic per day
@@ -180,54 +172,10 @@ week's selections built once each, against every model of them built on its own
 
 def findings_for(results: list[Result]) -> list[str]:
     """Plain-language reading of the ratios; anything off is stated, not hidden."""
+    from benchmarks.loader import findings as loader_findings
+
     by = {(r.benchmark, r.measure): r for r in results}
-    lines = []
-    load_ratio = by.get(("loader", "load / raw COPY"))
-    validation_ratio = by.get(("loader", "validation / raw COPY"))
-    floor_ratio = by.get(("loader", "floor / raw COPY"))
-    over_floor = by.get(("loader", "load / floor"))
-    rss = by.get(("loader", "peak RSS of one load"))
-    large_rss = by.get(("loader", "peak RSS of one load, large file"))
-    if load_ratio:
-        verdict = "meets" if load_ratio.value <= 1.3 else "does NOT meet"
-        lines.append(
-            f"B1: `load_increment` takes {load_ratio.value:.2f}x raw COPY of the same file:"
-            f" {verdict} the 1.3x target."
-            + (
-                f" Validation alone (COPY into the checked temporary table, de-duplication,"
-                f" conflicts) is {validation_ratio.value:.2f}x; the rest is writing"
-                " `staging.user_order_log` with its five indexes."
-                if validation_ratio
-                else ""
-            )
-            + (
-                f" The floor, raw COPY then each line once into staging with no check at all,"
-                f" is already {floor_ratio.value:.2f}x raw COPY"
-                + (
-                    ": no loader that ends with staging's indexes can meet 1.3x here."
-                    if floor_ratio.value > 1.3
-                    else "."
-                )
-                + f" The load is {over_floor.value:.2f}x that floor: what its checks cost."
-                if floor_ratio and over_floor
-                else ""
-            )
-        )
-    if rss:
-        verdict = (
-            "meets"
-            if rss.value < 300 and (not large_rss or large_rss.value < 300)
-            else ("does NOT meet")
-        )
-        lines.append(
-            f"B2: peak RSS of one load {rss.value:.0f} MB"
-            + (
-                f", {large_rss.value:.0f} MB on the large file ({large_rss.detail})"
-                if large_rss
-                else ""
-            )
-            + f": {verdict} the 300 MB target."
-        )
+    lines = loader_findings(results)
     for key in ("f_sales day", "retention week"):
         sql_ratio = by.get(("marts", f"{key}: ratio long/short, model SQL"))
         all_ratio = by.get(("marts", f"{key}: ratio long/short, all nodes SQL"))

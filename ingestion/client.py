@@ -376,7 +376,8 @@ def fetch_files(
     """Download every file of a report or increment into ``dest_dir``.
 
     Keys of the result are logical names without ``_inc`` (``user_order_log``, ...),
-    values the local paths; None means the source has no such file (404) and the caller
+    values the local paths, named after the source's keys (``user_order_log_inc.csv``) so
+    that errors name the source's file; None means the source has no such file (404) and the caller
     decides what that means. No API settings are needed: file URLs are pre-signed.
     Passing ``day`` lets the log lines name the day a missing file belongs to.
     """
@@ -396,7 +397,7 @@ def _fetch_all(
 ) -> dict[str, Path | None]:
     return {
         logical_name(key): _download(
-            session, url, dest_dir / f"{logical_name(key)}.csv", day=day, timeout=timeout
+            session, url, dest_dir / f"{key}.csv", day=day, timeout=timeout
         )
         for key, url in files.items()
     }

@@ -1,82 +1,27 @@
-"""Load report API extracts (CSV files) into the ``staging`` schema.
+"""Load report API extracts (CSV files) into the ``staging`` schema, one batch per transaction.
 
-Two entry points, one per kind of batch: :func:`load_increment` for one day and
-:func:`load_report` for the full report's day range. Both run in ONE transaction, in two
-phases, and a single commit at the end means any failure leaves staging exactly as it
-was (a rerun of the same batch leaves it identical):
-
-1. **Validate every file before any staging table is touched** (:func:`stage_file`).
-   The header is checked in Python (it picks the variant: with or without ``status``).
-   The rest of the file is streamed from disk, as it is, with ``COPY ... FROM STDIN``
-   into a temporary table whose column types and check constraints encode the rules
-   (:func:`_column_rules`): integers must parse and fit int4/int8, amounts have at most
-   2 decimals, timestamps match ``YYYY-MM-DDTHH:MM:SS`` exactly, fall in the batch's days
-   and in the marts' calendar, ``status`` is shipped/refunded, keys are not empty, the
-   bounds of :class:`Column` hold. PostgreSQL checks while it copies; its error (with its
-   ``line N, column X``) is turned into :class:`BadInputError` naming the day, the file,
-   the physical line and the reason, in the loader's long-standing words
-   (:func:`_copy_problem`). Then exact repeats (rows identical but for the file's row
-   number ``id``; the source sends order lines several times) are folded by one
-   ``group by``, and a key with two different records is refused (:func:`_check_columns`,
-   one query; the error names the line of the first contradicting row, found by the
-   ``_row`` identity column that numbers rows in file order). Nothing is dropped
-   silently: we could not say which of two contradicting rows is true.
-2. **Replace the period.** That period's rows (and rows elsewhere whose key came back in
-   this batch, i.e. a key that moved days) are deleted, the staged rows inserted in index
-   order and one ``staging.load_audit`` row per file written. Order lines and activity
-   rows record the day of the batch that wrote them (``source_day``): a row from a newer
-   batch (a later increment's correction) is never replaced by an older batch, so the
-   order of loads does not change the result; the days a correction moved lines out of
-   are returned for the marts to rebuild. A batch bigger than what its table holds
-   besides the batch's period (a first load, the full report) is inserted with the
-   table's indexes dropped, then rebuilt in the same transaction: one sorted build per
-   index instead of scattered inserts into five indexes (:data:`BULK_MIN_ROWS`).
-
-Memory stays flat whatever the file size: the file goes to COPY in 1 MiB blocks and no
-row is held in Python (de-duplication and checks are SQL on the server). On the error
-path only, the file is read again, streamed, with the ``csv`` module to find the record
-COPY refused, its physical line (a quoted line break counts as a line, as it always has;
-COPY's own count differs there) and the exact value.
-
-Layouts handled as before: a UTF-8 BOM; CRLF, LF or CR line endings, even mixed within a
-file (COPY cannot read mixed endings, so such a file is re-read through the ``csv``
-module: slower, still streamed); quoted fields with commas or line breaks; trailing blank
-lines (a blank line between rows is a truncated file); a quoted empty field, like an
-unquoted one, loads as NULL; a NUL character or invalid UTF-8 is refused with its line.
-Where PostgreSQL's parsers are more lenient than the old Python checks, the value that
-lands is still the same number: an integer with spaces around it or a leading ``+``
-loads; ``50`` and ``50.00`` in two repeats of one line are the same amount (an exact
-repeat, not a conflict); a field with text after its closing quote (``"ab"c``) is read
-as ``abc`` instead of being refused as malformed.
-
-A file given as ``None`` is one the API answered 404 for: a warning names the day and
-the file, and that table's rows for the period are left untouched (an absent file is no
-evidence that the day's rows are gone). A file that is there but holds no rows (a header
-only, or 0 bytes) is the source saying the table has no rows for the period: the period's
-rows are replaced by nothing. A 0-byte file of a table that has a header is accepted too
-(the SPEC allows it) but logged as a warning, since it is also what a truncated upload
-looks like.
-
-Every value must fit not only staging but also the mart column it feeds (see
-:class:`Column` ``maximum``): a value the loader accepts must never fail the dbt build.
+The rules are PostgreSQL's: each file is streamed with ``COPY`` into a temporary table whose
+column types and domain CHECK constraints encode them (:data:`SPECS`, each rule with its
+message beside it), so the server validates while it reads and names line, column and value.
+Exact repeats fold with ``select distinct``; a key repeated with other content trips
+staging's own primary key and is only then located for the message. The newest batch of a
+row wins (``source_day``). Files with mixed line endings are refused, as COPY reads them.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
-from decimal import Decimal
+from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import psycopg2
-from psycopg2 import sql
+from psycopg2 import errors, sql
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
@@ -87,171 +32,144 @@ from ingestion.dates import CALENDAR_END, CALENDAR_START
 log = logging.getLogger(__name__)
 
 TABLES: tuple[str, ...] = ("user_order_log", "user_activity_log", "customer_research", "price_log")
-STATUSES = frozenset({"shipped", "refunded"})
-DEFAULT_STATUS = "shipped"
-TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S"
-
-# ASCII digits only, as PostgreSQL reads numbers (\d would also take "٣" or "１")
-_INTEGER = re.compile(r"-?\d{1,19}", re.ASCII)
-_AMOUNT = re.compile(r"-?\d{1,12}(?:\.\d{1,2})?", re.ASCII)
-_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}", re.ASCII)
-_INT4_MAX = 2**31 - 1
-_INT8_MAX = 2**63 - 1
-# The largest value of a numeric(10,2) column (legacy mart.f_sales.payment_amount).
-MART_AMOUNT_MAX = Decimal("99999999.99")
-# A batch of at least this many rows, larger than what its staging table holds besides
-# the batch's own period (a first load, the full report), is inserted with the table's
-# indexes dropped and then rebuilt: one sorted build per index instead of a million
-# scattered index inserts (about twice as fast for 727,000 lines, docs/benchmarks.md).
+Files = Mapping[str, Path | None]  # table name -> its downloaded file, None for a 404
+# A batch at least this big, and bigger than what its table holds besides its period (a
+# first load, the full report), is inserted with the table's indexes dropped and rebuilt.
 BULK_MIN_ROWS = 100_000
+COPY_CHUNK_BYTES = 1 << 20
+_BOM, _NEWLINES = b"\xef\xbb\xbf", b"\r\n"
+_COPY = "copy {} ({}) from stdin (format csv, header {}, encoding 'UTF8', force_null ({}))"
+# COPY's error context: 'COPY incoming_x, line 5, column quantity: "0"' (or ': null input').
+_CONTEXT = re.compile(r'line (\d+)(?:, column ([^:]+): (?:null input|"(.*)"))?', re.DOTALL)
 
 
 class BadInputError(ValueError):
-    """A source file that cannot be loaded as it is; nothing was written to staging.
+    """A source file that cannot be loaded as it is; nothing was written to staging. ``day``
+    is the batch's day or days (``2024-09-08..2024-09-30``), ``file`` the source's file name;
+    ``line`` (physical, 1 = the first) and ``column`` are None where they do not apply."""
 
-    ``day`` is the increment's day (``2024-10-02``) or the report's range
-    (``2024-09-08..2024-09-30``); ``line`` is the physical line in the file (1 = first
-    line), or None when the problem is the file as a whole.
-    """
-
-    def __init__(self, day: str, file: Path, line: int | None, reason: str) -> None:
-        self.day = day
-        self.file = file
-        self.line = line
-        self.reason = reason
-        where = f"line {line}" if line is not None else "whole file"
-        super().__init__(f"bad input for day {day}: {file}, {where}: {reason}")
+    def __init__(
+        self, day: str, file: str | Path, line: int | None, reason: str, column: str | None = None
+    ) -> None:
+        self.day, self.line, self.reason, self.column = day, line, reason, column
+        self.file = Path(file).name
+        where = (f", line {line}" if line else "") + (f", column {column}" if column else "")
+        super().__init__(f"bad input: {self.file} of {day}{where}: {reason}")
 
 
-# --- what each file looks like -------------------------------------------------------
+# --- what each file holds, and its rules -----------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Column:
-    """One field of a source file and how it is checked.
-
-    ``kind`` is one of ``row_number`` (the file's ``id``: checked, never loaded), ``key``
-    (non-empty text), ``text``, ``int`` (int4), ``bigint``, ``amount`` (numeric(14,2)),
-    ``timestamp`` (``YYYY-MM-DDTHH:MM:SS``, must fall in the batch's days) and ``status``.
-
-    ``minimum`` and ``maximum`` narrow a number further: to the business rule (a quantity
-    of at least 1) and to the narrowest column the value ends up in, staging or mart
-    (``limited_by`` names that column for the error message). The staging dbt tests in
-    ``_report_api__models.yml`` check the same bounds, so a row written to staging by
-    other means fails there before any mart is touched.
-    """
+    """One column of a source file: the type PostgreSQL reads it as, and its rules, the
+    CHECK constraints of its domain: ``(SQL on value, message)``, in order (a field the
+    type cannot read fails the first). Messages take ``{column}``, ``{value}`` (as in the
+    file) and ``{period}``; checks take ``{start}`` and ``{end}`` (the batch's days)."""
 
     name: str
-    kind: str
-    minimum: int | Decimal | None = None
-    maximum: int | Decimal | None = None
-    limited_by: str | None = None
+    sql_type: str = "text"
+    checks: tuple[tuple[str, str], ...] = ()
+    loaded: bool = True  # False for the file's row number ``id``
+    default: str | None = None  # for a column the file may lack: what its absence means
+
+
+def integer(name: str, sql_type: str = "integer", minimum: int | None = None) -> Column:
+    """A whole number: int4 for ids (the legacy marts' type), bigint for counts."""
+    checks = [("value is not null", "{column} {value!r} is not an integer")]
+    if minimum is not None:
+        checks.append((f"value >= {minimum}", f"{{column}} {{value}} is below {minimum}"))
+    return Column(name, sql_type, tuple(checks), loaded=name != "id")
+
+
+def amount(name: str, maximum: str = "", limited_by: str = "") -> Column:
+    """Money as staging's numeric(14,2) holds it, never negative (refunds are positive: the
+    mart applies the sign); ``maximum`` narrows it to the mart column ``limited_by``."""
+    not_amount = "{column} {value!r} is not an amount (digits, up to 2 decimals)"
+    checks = [("value is not null and scale(value) <= 2 and abs(value) < 1e12", not_amount)]
+    checks.append(("value >= 0", "{column} {value} is below 0"))
+    if maximum:
+        message = f"{{column}} {{value}} is above {maximum}, the largest allowed ({limited_by})"
+        checks.append((f"value <= {maximum}", message))
+    return Column(name, "numeric", tuple(checks))
+
+
+def moment(name: str) -> Column:
+    """A timestamp written exactly as the source writes it (read as text: it must read back
+    unchanged, so no 24:00:00, zone or fraction), in the batch's days and the calendar."""
+    exact = """to_char(value::timestamp, 'YYYY-MM-DD"T"HH24:MI:SS') = value"""
+    first, last, text = CALENDAR_START, CALENDAR_END + timedelta(days=1), 'value collate "C"'
+    calendar = (
+        f"the marts' calendar {first}..{CALENDAR_END} (dbt vars calendar_start / calendar_end)"
+    )
+    return Column(
+        name,
+        checks=(
+            (exact, "{column} {value!r} is not a timestamp YYYY-MM-DDTHH:MM:SS"),
+            (f"{text} >= {{start}} and {text} < {{end}}", "{column} {value} is outside {period}"),
+            (
+                f"{text} >= '{first}' and {text} < '{last}'",
+                f"{{column}} {{value}} is outside {calendar}",
+            ),
+        ),
+    )
+
+
+def key(name: str) -> Column:
+    return Column(name, checks=((r"btrim(value, E' \t\n\r\f\v') <> ''", "{column} is empty"),))
+
+
+STATUS = ("value in ('shipped', 'refunded')", "status {value!r} is not one of shipped, refunded")
 
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A source file and the staging table it replaces rows of."""
+    """A source file (its known columns, in the SPEC's order) and the staging table it feeds."""
 
     name: str
     columns: tuple[Column, ...]
-    has_header: bool
     key: tuple[str, ...]
-    # Column holding the row's timestamp; None for price_log, dated by the batch instead.
-    date_column: str | None
-    # A trailing column older extracts lack, and the value its absence means.
-    optional_column: Column | None = None
-    optional_default: str | None = None
+    date_column: str | None  # None: price_log, dated by the batch (``price_date``)
+    has_header: bool = True
 
-    def header(self, with_optional: bool) -> list[str]:
-        names = [column.name for column in self.columns]
-        if with_optional and self.optional_column is not None:
-            names.append(self.optional_column.name)
-        return names
+    def header(self, with_optional: bool = True) -> list[str]:
+        return [c.name for c in self.columns if with_optional or c.default is None]
 
-    def staging_columns(self) -> list[str]:
-        """Columns written to staging, in the order rows are streamed to COPY."""
-        names = [c.name for c in self.columns if c.kind != "row_number"]
-        if self.optional_column is not None:
-            names.append(self.optional_column.name)
-        if self.date_column is None:
-            names.insert(0, "price_date")
-        return names
+    @property
+    def movable(self) -> bool:
+        """Whether a key can move between days (its date is not part of it)."""
+        return self.date_column is not None and self.date_column not in self.key
 
 
-SPECS: dict[str, TableSpec] = {
-    "user_order_log": TableSpec(
-        name="user_order_log",
-        columns=(
-            Column("id", "row_number"),
-            Column("uniq_id", "key"),
-            Column("date_time", "timestamp"),
-            # Every column below feeds mart.f_sales or a dimension; the legacy marts fix
-            # their types (tests/dbt/legacy_marts.sql): ids int4 (kind "int"), quantity
-            # bigint, payment_amount numeric(10,2). Names have no width limit: the legacy
-            # varchar columns become text on upgrade (macro upgrade_legacy_marts).
-            Column("city_id", "int"),
-            Column("city_name", "text"),
-            Column("customer_id", "int"),
-            Column("first_name", "text"),
-            Column("last_name", "text"),
-            Column("item_id", "int"),
-            Column("item_name", "text"),
-            Column("quantity", "bigint", minimum=1),
-            # Positive even on refunded rows: the mart applies the sign, so the bound is
-            # the same both ways. numeric(10,2) is kept in mart.f_sales for existing
-            # consumers, so its maximum, not staging's numeric(14,2), is the limit.
-            Column(
-                "payment_amount",
-                "amount",
-                minimum=0,
-                maximum=MART_AMOUNT_MAX,
-                limited_by="mart.f_sales.payment_amount numeric(10,2)",
-            ),
-        ),
-        has_header=True,
-        key=("uniq_id",),
-        date_column="date_time",
-        optional_column=Column("status", "status"),
-        optional_default=DEFAULT_STATUS,
-    ),
-    "user_activity_log": TableSpec(
-        name="user_activity_log",
-        columns=(
-            Column("id", "row_number"),
-            Column("uniq_id", "key"),
-            Column("date_time", "timestamp"),
-            Column("action_id", "int"),
-            Column("customer_id", "int"),
-            Column("quantity", "bigint", minimum=0),
-        ),
-        has_header=True,
-        key=("uniq_id",),
-        date_column="date_time",
-    ),
-    "customer_research": TableSpec(
-        name="customer_research",
-        columns=(
-            Column("date_id", "timestamp"),
-            Column("category_id", "int"),
-            Column("geo_id", "int"),
-            Column("sales_qty", "bigint", minimum=0),
-            Column("sales_amt", "amount", minimum=0),
-        ),
-        has_header=True,
-        key=("date_id", "category_id", "geo_id"),
-        date_column="date_id",
-    ),
-    "price_log": TableSpec(
-        name="price_log",
-        columns=(Column("item_name", "key"), Column("price", "amount", minimum=0)),
-        has_header=False,
-        key=("item_name",),
-        date_column=None,
-    ),
-}
+# fmt: off
+SPECS: dict[str, TableSpec] = {spec.name: spec for spec in (
+    # Ids are int4, quantity bigint and the amount numeric(10,2) in the legacy mart.f_sales
+    # (tests/dbt/legacy_marts.sql): every value must fit the mart too.
+    TableSpec("user_order_log", (
+        integer("id", "bigint"), key("uniq_id"), moment("date_time"),
+        integer("city_id"), Column("city_name"),
+        integer("customer_id"), Column("first_name"), Column("last_name"),
+        integer("item_id"), Column("item_name"),
+        integer("quantity", "bigint", minimum=1),
+        amount("payment_amount", "99999999.99", "mart.f_sales.payment_amount numeric(10,2)"),
+        # older extracts have no status column: every row is then shipped
+        Column("status", checks=(STATUS,), default="shipped"),
+    ), key=("uniq_id",), date_column="date_time"),
+    TableSpec("user_activity_log", (
+        integer("id", "bigint"), key("uniq_id"), moment("date_time"),
+        integer("action_id"), integer("customer_id"), integer("quantity", "bigint", minimum=0),
+    ), key=("uniq_id",), date_column="date_time"),
+    TableSpec("customer_research", (
+        moment("date_id"), integer("category_id"), integer("geo_id"),
+        integer("sales_qty", "bigint", minimum=0), amount("sales_amt"),
+    ), key=("date_id", "category_id", "geo_id"), date_column="date_id"),
+    TableSpec("price_log", (key("item_name"), amount("price")), key=("item_name",),
+              date_column=None, has_header=False),
+)}
+# fmt: on
 
 
-# --- results --------------------------------------------------------------------------
+# --- results -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -263,13 +181,9 @@ class TableLoad:
     rows_read: int
     duplicates_dropped: int
     rows_loaded: int
-    # Existing rows deleted first: the period's rows plus rows whose key moved days.
-    rows_replaced: int = 0
-    # Rows of this file not loaded because staging holds their key from a newer batch
-    # (a later correction wins over a reload of an older day).
-    rows_superseded: int = 0
-    # Days outside the batch's period that lost rows to it (a correction re-dated them).
-    moved_from_days: tuple[date, ...] = ()
+    rows_replaced: int = 0  # rows deleted: the period's, and those whose key moved here
+    rows_superseded: int = 0  # rows not loaded: a newer batch holds their key
+    moved_from_days: tuple[date, ...] = ()  # days a correction moved rows away from
 
 
 @dataclass
@@ -284,15 +198,12 @@ class LoadSummary:
 
     @property
     def period(self) -> str:
-        return _period_label(self.start_day, self.end_day)
+        days = [self.start_day.isoformat(), self.end_day.isoformat()]
+        return days[0] if self.start_day == self.end_day else "..".join(days)
 
     @property
     def moved_from_days(self) -> list[date]:
-        """Days outside this batch whose order lines it moved or replaced (corrections).
-
-        The marts of these days, and of their ISO weeks, no longer match staging until
-        they are rebuilt along with the batch's own days.
-        """
+        """Days outside this batch whose order lines it moved (their marts need a rebuild)."""
         orders = self.tables.get("user_order_log")
         return list(orders.moved_from_days) if orders else []
 
@@ -303,31 +214,26 @@ class LoadSummary:
     @property
     def rebuild_days(self) -> list[date]:
         """Every day whose marts this load may have changed: its period and moved-from days."""
-        days = {
-            self.start_day + timedelta(days=offset)
-            for offset in range((self.end_day - self.start_day).days + 1)
-        }
+        length = (self.end_day - self.start_day).days + 1
+        days = {self.start_day + timedelta(days=offset) for offset in range(length)}
         return sorted(days.union(self.moved_from_days))
 
     def format(self) -> str:
-        lines = [f"batch {self.batch_id}, {self.period}:"]
+        lines, indent = [f"batch {self.batch_id}, {self.period}:"], " " * 20
         for name in TABLES:
-            if name in self.tables:
-                t = self.tables[name]
+            if name in self.missing:
+                lines.append(f"  {name:<18} missing (404): existing rows for the period kept")
+            if t := self.tables.get(name):
                 lines.append(
                     f"  {name:<18} {t.rows_read:>8} read, {t.duplicates_dropped:>7} repeats"
                     f" dropped, {t.rows_loaded:>8} loaded ({t.rows_replaced} replaced)"
                 )
-                if t.rows_superseded:
-                    lines.append(
-                        f"  {'':<18} {t.rows_superseded} rows kept from newer batches"
-                        " (a later correction wins)"
-                    )
-                if t.moved_from_days:
-                    days = ", ".join(day.isoformat() for day in t.moved_from_days)
-                    lines.append(f"  {'':<18} rows moved here from {days}")
-            elif name in self.missing:
-                lines.append(f"  {name:<18} missing (404): existing rows for the period kept")
+            if t and t.rows_superseded:
+                lines.append(f"{indent}{t.rows_superseded} rows kept from newer batches")
+            if t and t.moved_from_days:
+                lines.append(
+                    f"{indent}rows moved here from {', '.join(map(str, t.moved_from_days))}"
+                )
         return "\n".join(lines)
 
     def one_line(self) -> str:
@@ -339,367 +245,159 @@ class LoadSummary:
         return self.format()
 
 
-# --- public API -----------------------------------------------------------------------
+# --- public API ----------------------------------------------------------------------------
 
 
-def load_increment(
-    conn: Connection, day: date, files: Mapping[str, Path | None], batch_id: str
-) -> LoadSummary:
+def load_increment(conn: Connection, day: date, files: Files, batch_id: str) -> LoadSummary:
     """Replace staging's rows for ``day`` with the increment's files, in one transaction.
 
-    ``files`` maps logical table names (:data:`TABLES`) to local CSV paths; ``None`` (or
-    a table left out) means the API had no such file, and that table is left untouched.
-    price_log rows are dated ``day``.
+    ``files`` maps table names to local CSV files named as the source names them; ``None``
+    (or a table left out) is a 404: that table is left untouched. price_log is dated ``day``.
     """
-    return _load(conn, day, day, files, batch_id)
+    return _load(conn, LoadSummary(batch_id, day, day), files)
 
 
 def load_report(
-    conn: Connection,
-    start_day: date,
-    end_day: date,
-    files: Mapping[str, Path | None],
-    batch_id: str,
+    conn: Connection, start_day: date, end_day: date, files: Files, batch_id: str
 ) -> LoadSummary:
     """Replace staging's rows for ``start_day..end_day`` with the full report's files.
 
-    Same rules as :func:`load_increment`; price_log rows are dated ``end_day`` (the
-    report's ``end_date``), the day those prices were current.
+    Same rules as :func:`load_increment`; price_log rows are dated ``end_day``.
     """
-    return _load(conn, start_day, end_day, files, batch_id)
+    return _load(conn, LoadSummary(batch_id, start_day, end_day), files)
 
 
 def record_not_found(conn: Connection, day: date, report_id: str) -> None:
-    """Record in ``staging.load_audit`` that the API has no increment for ``day``.
-
-    Staging is left as it is; the row says the day was processed (``status`` views and
-    the rebuild planner's notion of which weeks are complete read it).
-    """
+    """Record in ``staging.load_audit`` that the API has no increment for ``day``."""
+    batch = LoadSummary(report_id, day, day)
     with conn.cursor() as cur:
         for name in TABLES:
-            _audit(cur, report_id, name, day, day, None, "not_found", None)
+            _audit(cur, batch, name, "not_found")
     conn.commit()
 
 
-# --- validation: COPY into a checked temporary table ----------------------------------
-
-#: Bytes handed to COPY per read: large enough that Python's share is negligible, small
-#: enough that memory stays flat whatever the file size.
-COPY_CHUNK_BYTES = 1 << 20
-_BOM = b"\xef\xbb\xbf"
-_NEWLINES = b"\r\n"
-# COPY's error context: 'COPY incoming_user_order_log, line 5, column quantity: "x"'.
-_COPY_CONTEXT = re.compile(r"\bline (\d+)(?:, column ([^:]+))?")
-# PostgreSQL cannot read a file whose unquoted line endings change (CRLF here, LF there);
-# the csv module can, so such a file is re-read through it (see _CsvNormalizer).
-_MIXED_LINE_ENDINGS = re.compile(r"(unquoted|literal) (carriage return|newline) found in data")
-_INT_MIN = {"row_number": -(2**63), "int": -(2**31), "bigint": -(2**63)}
+# --- phase 1: COPY each file into its checked temporary table --------------------------------
 
 
 @dataclass
 class StagedFile:
-    """A file COPYed into a checked temporary table, one row per distinct record.
-
-    ``table`` (a temporary table, dropped at commit) has the file's columns minus the
-    row number ``id``, as text for timestamps and typed otherwise, plus ``_row``: the
-    1-based number of the record in the file's data rows where it first appears.
-    """
+    """A file COPYed into its temporary table, ``incoming_<table>``."""
 
     spec: TableSpec
     path: Path
-    rows_read: int
-    rows_distinct: int
-    table: str
-    # The file's columns in file order (the optional column included when present).
-    file_columns: tuple[Column, ...]
-    header_lines: int
+    day: str  # the batch's period, as errors name it
+    columns: list[Column | None]  # the file's columns in file order; None: unknown, ignored
+    rows_read: int = 0
+    quoted: bool = False  # the file holds a quote: COPY's line numbers may need a recount
 
     @property
-    def duplicates_dropped(self) -> int:
-        return self.rows_read - self.rows_distinct
+    def table(self) -> str:
+        return f"incoming_{self.spec.name}"
 
-    def row_columns(self) -> list[Column]:
-        """The columns of ``table`` (all but the row number), optional column included."""
-        names = [c for c in self.file_columns if c.kind != "row_number"]
-        if self.spec.optional_column is not None and self.spec.optional_column not in names:
-            names.append(self.spec.optional_column)
-        return names
+    @property
+    def names(self) -> list[str]:  # the columns COPY fills
+        return [c.name if c else f"_unknown_{i}" for i, c in enumerate(self.columns)]
+
+    def bad(self, line: int | None, reason: str, column: str | None = None) -> BadInputError:
+        return BadInputError(self.day, self.path, line, reason, column)
+
+    def domain(self, column: Column) -> tuple[str, str]:
+        return ("pg_temp", f"{self.spec.name}.{column.name}")
 
 
-def stage_file(
-    cur: Cursor, spec: TableSpec, path: Path, start_day: date, end_day: date
-) -> StagedFile:
-    """Validate one file by COPYing it into a checked temporary table; de-duplicate it.
-
-    Raises :class:`BadInputError` on the first problem, naming the day, the file, the
-    line and the reason. The caller's transaction is then aborted: roll it back.
-
-    Any other exception while checking the file is a loader bug, but it still reaches the
-    user as a :class:`BadInputError` naming the day and the file (the original exception
-    is chained for the traceback): a bare message such as ``zip() argument 2 is shorter
-    than argument 1`` would not say which of a batch's files to look at. Connection
-    failures are not bad input and pass through unchanged.
-    """
+def _stage_file(cur: Cursor, spec: TableSpec, path: Path, batch: LoadSummary) -> StagedFile:
+    """COPY one file into its checked temporary table; any failure but the connection's is
+    a :class:`BadInputError` naming the day and the file (a loader bug says so)."""
+    staged = StagedFile(spec, path, batch.period, list(spec.columns))
     try:
-        return _stage_file(cur, spec, path, start_day, end_day)
+        with path.open("rb") as handle:
+            head = handle.read(1 << 16)
+            start = len(_BOM) if head.startswith(_BOM) else 0
+            empty = not head[start:].strip(_NEWLINES) and not handle.read(1)
+            if empty and spec.has_header:  # what a truncated upload looks like, too
+                size = path.stat().st_size
+                log.warning(f"{path.name} of {batch.period} is empty ({size} bytes, no header)")
+            elif spec.has_header:
+                staged.columns = _header_columns(staged, head[start:])
+            _create_incoming(cur, staged, batch)
+            if not empty:
+                handle.seek(start)
+                header = sql.SQL(str(spec.has_header))
+                copy = _sql(_COPY, staged.table, staged.names, header, staged.names)
+                try:
+                    cur.copy_expert(
+                        copy.as_string(cur), _DataRows(handle, staged), COPY_CHUNK_BYTES
+                    )
+                except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+                    raise _copy_problem(staged, exc) from None
+                staged.rows_read = cur.rowcount
+    except OSError as exc:
+        raise staged.bad(None, f"file cannot be read: {exc.strerror or exc}") from None
     except (BadInputError, psycopg2.OperationalError, psycopg2.InterfaceError):
         raise
     except Exception as exc:
-        raise BadInputError(
-            _period_label(start_day, end_day),
-            path,
+        raise staged.bad(
             None,
             f"the loader failed while checking this file ({type(exc).__name__}: {exc});"
             " this is a loader bug, please report it with the file",
         ) from exc
-
-
-def _stage_file(
-    cur: Cursor, spec: TableSpec, path: Path, start_day: date, end_day: date
-) -> StagedFile:
-    period = _period_label(start_day, end_day)
-
-    def bad(line: int | None, reason: str) -> BadInputError:
-        return BadInputError(period, path, line, reason)
-
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        raise bad(None, "file does not exist") from None
-    except OSError as exc:
-        raise bad(None, f"file cannot be read: {exc.strerror or exc}") from None
-    with handle:
-        columns, header_lines = _read_header(spec, path, handle, bad)
-        staged = _create_incoming(cur, spec, path, columns, header_lines, start_day, end_day)
-        if columns:
-            staged.rows_read = _copy_rows(cur, staged, handle, start_day, end_day, bad)
-        else:
-            # No rows for the period (SPEC): a 0-byte file means zero rows, as a
-            # header-only file does; only the header-less price_log is expected to look
-            # like this.
-            if spec.has_header:
-                log.warning(
-                    "%s: %s is empty (%d bytes, no header): read as zero %s rows for %s",
-                    period,
-                    path,
-                    path.stat().st_size,
-                    spec.name,
-                    period,
-                )
-            staged.file_columns = tuple(spec.columns)
-    _distinct_records(cur, staged)
-    _check_columns(cur, staged, start_day, end_day, bad)
     return staged
 
 
-def _read_header(
-    spec: TableSpec,
-    path: Path,
-    handle: BinaryIO,
-    bad: Callable[[int | None, str], BadInputError],
-) -> tuple[list[Column], int]:
-    """Check the header; leave ``handle`` at the first data row.
-
-    Returns the file's columns (empty for a file with no rows at all: 0 bytes or only
-    line breaks) and the number of header lines (0 or 1).
-    """
-    start = len(_BOM) if handle.read(len(_BOM)) == _BOM else 0
-    handle.seek(start)
-    if _only_newlines(handle):
-        return [], 0
-    if not spec.has_header:
-        return list(spec.columns), 0
-    # The first line ends at the first CR, LF or CRLF, as the csv module sees it.
-    head = handle.read(64 * 1024)
-    ends = [i for i in (head.find(b"\r"), head.find(b"\n")) if i >= 0]
-    end = min(ends) if ends else len(head)
-    after = end + (2 if head[end : end + 2] == b"\r\n" else 1)
-    handle.seek(start + min(after, len(head)))
-    first = head[:end]
+def _header_columns(staged: StagedFile, head: bytes) -> list[Column | None]:
+    """The file's columns by header name: unknown ones ignored, missing required refused."""
     try:
-        text = first.decode("utf-8")
+        text = re.split(b"[\r\n]", head, maxsplit=1)[0].decode("utf-8")
     except UnicodeDecodeError:
-        _raise_encoding_problem(path, bad)
-        raise
+        raise staged.bad(1, "not valid UTF-8") from None
     if "\x00" in text:
-        _raise_encoding_problem(path, bad)
-    header = next(csv.reader([text]), [])
-    columns = list(spec.columns)
-    if header == spec.header(with_optional=True) and spec.optional_column:
-        columns.append(spec.optional_column)
-    elif header != spec.header(with_optional=False):
-        expected = ",".join(spec.header(with_optional=False))
-        if spec.optional_column:
-            expected += f"[,{spec.optional_column.name}]"
-        raise bad(1, f"header is {','.join(header)!r}, expected {expected!r}")
-    return columns, 1
+        raise staged.bad(1, "contains a NUL character")
+    names = next(csv.reader([text]), [])
+    known = {column.name: column for column in staged.spec.columns}
+    if twice := [name for name in names if names.count(name) > 1]:
+        raise staged.bad(1, f"the header names column {twice[0]} twice", twice[0])
+    for column in staged.spec.columns:
+        if column.default is None and column.name not in names:
+            raise staged.bad(1, f"the header has no column {column.name}", column.name)
+    if unknown := ", ".join(repr(name) for name in names if name not in known):
+        log.warning(f"{staged.path.name} of {staged.day}: ignoring unknown column {unknown}")
+    return [known.get(name) for name in names]
 
 
-def _only_newlines(handle: BinaryIO) -> bool:
-    """Whether the rest of ``handle`` is line breaks only; rewinds to where it was."""
-    position = handle.tell()
-    try:
-        while chunk := handle.read(COPY_CHUNK_BYTES):
-            if chunk.strip(_NEWLINES):
-                return False
-        return True
-    finally:
-        handle.seek(position)
-
-
-def _create_incoming(
-    cur: Cursor,
-    spec: TableSpec,
-    path: Path,
-    columns: list[Column],
-    header_lines: int,
-    start_day: date,
-    end_day: date,
-) -> StagedFile:
-    """The temporary table the file is COPYed into; its constraints encode the rules.
-
-    Constraint names start with the column's position in the file, so PostgreSQL (which
-    checks a row's constraints in name order) reports a row's first bad field first.
-    """
-    staged = StagedFile(
-        spec=spec,
-        path=path,
-        rows_read=0,
-        rows_distinct=0,
-        table=f"distinct_{spec.name}",
-        file_columns=tuple(columns),
-        header_lines=header_lines,
-    )
-    definitions = [sql.SQL("_row bigint generated always as identity")]
-    all_columns = list(spec.columns)
-    if spec.optional_column is not None:
-        all_columns.append(spec.optional_column)
-    for position, column in enumerate(all_columns, start=1):
-        type_name, checks = _column_rules(column, start_day, end_day)
-        definition = sql.SQL("{} {}").format(sql.Identifier(column.name), sql.SQL(type_name))
-        if column is spec.optional_column and spec.optional_default is not None:
-            definition += sql.SQL(" default {}").format(sql.Literal(spec.optional_default))
-        for number, check in enumerate(checks, start=1):
-            definition += sql.SQL(" constraint {} check (({}) is true)").format(
-                sql.Identifier(f"c{position:02d}_{number}_{column.name}"), check
-            )
-        definitions.append(definition)
-    cur.execute(
-        sql.SQL("create temporary table {} ({}) on commit drop").format(
-            sql.Identifier(f"incoming_{spec.name}"), sql.SQL(", ").join(definitions)
+def _create_incoming(cur: Cursor, staged: StagedFile, batch: LoadSummary) -> None:
+    """The temporary table, in file order: a domain per checked column holds its rules; a
+    column the file lacks takes its default; an unknown one is text, never read."""
+    start, end = batch.start_day, batch.end_day + timedelta(days=1)
+    bounds = {"start": sql.Literal(f"{start}T00:00:00"), "end": sql.Literal(f"{end}T00:00:00")}
+    present = [c.name for c in staged.columns if c is not None]
+    absent = [c for c in staged.spec.columns if c.name not in present]
+    definitions = []
+    pairs = [*zip(staged.names, staged.columns, strict=True), *((c.name, c) for c in absent)]
+    for name, column in pairs:
+        if column is None or not column.checks:  # unknown columns are text, never read
+            definitions.append(_sql("{} {}", name, sql.SQL(column.sql_type if column else "text")))
+            continue
+        checks = sql.SQL(" ").join(
+            _sql("constraint {} check (({}) is true)", str(n), sql.SQL(check).format(**bounds))
+            for n, (check, _) in enumerate(column.checks, start=1)
         )
-    )
-    return staged
-
-
-def _column_rules(column: Column, start_day: date, end_day: date) -> tuple[str, list[sql.SQL]]:
-    """The temporary column's type and its checks, in the order they are reported.
-
-    Integers and amounts are parsed by PostgreSQL's own types (an unparsable value or an
-    integer out of the type's range fails COPY, with line and column); timestamps stay
-    text so that only the source's exact format ``YYYY-MM-DDTHH:MM:SS`` passes. The
-    reasons in error messages come from :func:`_value_problem` on the file's value, so
-    they read the same whichever check caught the value.
-    """
-    name = sql.Identifier(column.name)
-
-    def check(template: str, *args: object) -> sql.SQL:
-        return sql.SQL(template).format(name, *(sql.Literal(a) for a in args))
-
-    checks: list[sql.SQL] = []
-    kind = column.kind
-    if kind == "text":
-        return "text", checks
-    if kind == "key":
-        return "text", [check("btrim({}, E' \\t\\n\\r\\f\\v') <> ''")]
-    if kind == "status":
-        return "text", [check("{} in ('shipped', 'refunded')")]
-    if kind == "timestamp":
-        bounds = [
-            (start_day, end_day + timedelta(days=1)),
-            (CALENDAR_START, CALENDAR_END + timedelta(days=1)),
-        ]
-        checks = [
-            # exactly the source's format and a real moment: the value must read back
-            # unchanged (24:00:00, a 60th second, a space for the T, a zone or fraction
-            # do not; text the cast cannot read fails COPY, reported the same way)
-            check("to_char({0}::timestamp, 'YYYY-MM-DD\"T\"HH24:MI:SS') = {0}"),
-            *(
-                check(
-                    '{0} collate "C" >= {1} and {0} collate "C" < {2}',
-                    f"{low.isoformat()}T00:00:00",
-                    f"{high.isoformat()}T00:00:00",
-                )
-                for low, high in bounds
-            ),
-        ]
-        return "text", checks
-    if kind in ("row_number", "int", "bigint"):
-        type_name = "integer" if kind == "int" else "bigint"
-        # the type refuses everything beyond its range but its most negative value
-        checks = [check("{} > {}", _INT_MIN[kind])]
-    elif kind == "amount":
-        type_name = "numeric"
-        checks = [check("scale({0}) <= 2 and abs({0}) < 1000000000000")]
-    else:
-        raise AssertionError(f"unknown column kind {kind!r}")
-    if column.minimum is not None:
-        checks.append(check("{} >= {}", column.minimum))
-    if column.maximum is not None:
-        checks.append(check("{} <= {}", column.maximum))
-    return type_name, checks
-
-
-def _copy_rows(
-    cur: Cursor,
-    staged: StagedFile,
-    handle: BinaryIO,
-    start_day: date,
-    end_day: date,
-    bad: Callable[[int | None, str], BadInputError],
-) -> int:
-    """COPY the data rows from ``handle`` (after the header) into the incoming table.
-
-    Returns the number of rows read. The file is streamed as it is, in
-    :data:`COPY_CHUNK_BYTES` blocks; only trailing line breaks are held back (a file may
-    end with blank lines). A file whose line endings change mid-file, which COPY cannot
-    read, is re-read through the csv module instead (slower, still streamed).
-    """
-    names = [column.name for column in staged.file_columns]
-    column_list = sql.SQL(", ").join(sql.Identifier(n) for n in names)
-    statement = (
-        sql.SQL("copy {} ({}) from stdin with (format csv, encoding 'UTF8', force_null ({}))")
-        .format(sql.Identifier(f"incoming_{staged.spec.name}"), column_list, column_list)
-        .as_string(cur)
-    )
-    cur.execute("savepoint copy_file")
-    try:
-        cur.copy_expert(statement, _DataRows(handle), size=COPY_CHUNK_BYTES)
-    except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
-        if exc.pgcode == "22P04" and _MIXED_LINE_ENDINGS.search(str(exc)):
-            cur.execute("rollback to savepoint copy_file")
-            _raise_encoding_problem(staged.path, bad)
-            try:
-                with _CsvNormalizer(staged.path, staged.header_lines) as rows:
-                    cur.copy_expert(statement, rows, size=COPY_CHUNK_BYTES)
-            except (psycopg2.DataError, psycopg2.IntegrityError) as again:
-                raise _copy_problem(again, staged, start_day, end_day, bad) from None
-        else:
-            raise _copy_problem(exc, staged, start_day, end_day, bad) from None
-    rows = cur.rowcount
-    cur.execute("release savepoint copy_file")
-    return rows
+        domain = staged.domain(column)
+        cur.execute(_sql("create domain {} as {} {}", domain, sql.SQL(column.sql_type), checks))
+        default = sql.Literal(column.default) if column.default else sql.SQL("null")
+        definitions.append(_sql("{} {} default {}", name, domain, default))
+    cur.execute(_sql("create temporary table {} ({}) on commit drop", staged.table, definitions))
 
 
 class _DataRows:
-    """A file's bytes for COPY, minus trailing line breaks (blank lines at the end)."""
+    """A file's bytes for COPY, minus trailing line breaks (blank lines at the end); notes
+    in ``staged`` whether the file holds a quote."""
 
-    def __init__(self, handle: BinaryIO) -> None:
-        self._handle = handle
-        self._held = b""
+    def __init__(self, handle: BinaryIO, staged: StagedFile) -> None:
+        self._handle, self._held, self._staged = handle, b"", staged
 
     def read(self, size: int = COPY_CHUNK_BYTES) -> bytes:
         while chunk := self._handle.read(size):
+            self._staged.quoted = self._staged.quoted or b'"' in chunk
             data = self._held + chunk
             body = data.rstrip(_NEWLINES)
             self._held = data[len(body) :]
@@ -708,704 +406,293 @@ class _DataRows:
         return b""  # what is still held is the file's trailing line breaks
 
 
-class _CsvNormalizer:
-    """A file's data rows re-written by the csv module with LF line endings, for COPY.
-
-    Only for files PostgreSQL cannot read as they are (line endings that change within
-    the file). Streams: a few thousand rows at a time. Trailing blank lines are dropped;
-    quoted empty fields and unquoted ones both reach COPY as empty (NULL), as in the
-    direct path (``force_null``).
-    """
-
-    def __init__(self, path: Path, header_lines: int) -> None:
-        self._text = path.open(encoding="utf-8-sig", newline="")
-        self._reader = csv.reader(self._text, strict=True)
-        for _ in range(header_lines):
-            next(self._reader, None)
-        self._buffer = io.StringIO()
-        self._writer = csv.writer(self._buffer, lineterminator="\n")
-        self._blank_rows = 0
-
-    def __enter__(self) -> _CsvNormalizer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._text.close()
-
-    def read(self, size: int = COPY_CHUNK_BYTES) -> bytes:
-        self._buffer.seek(0)
-        self._buffer.truncate()
-        for row in self._reader:
-            if not row:
-                self._blank_rows += 1
-                continue
-            self._buffer.write("\n" * self._blank_rows)
-            self._blank_rows = 0
-            self._writer.writerow(row)
-            if self._buffer.tell() >= size:
-                break
-        return self._buffer.getvalue().encode("utf-8")
+def _copy_problem(staged: StagedFile, exc: psycopg2.Error) -> BadInputError:
+    """COPY's error as :class:`BadInputError`: its line, column and value, in our words."""
+    message, code = exc.diag.message_primary or str(exc), exc.pgcode
+    context = _CONTEXT.search(exc.diag.context or "")
+    if context is None:
+        return staged.bad(None, f"PostgreSQL refused the file: {message}")
+    line, name, value, width = int(context[1]), context[2], context[3] or "", len(staged.names)
+    column = next((c for c in staged.columns if c and c.name == name), None)
+    if code in ("22021", "22P05"):
+        reason = "contains a NUL character" if "0x00" in message else "not valid UTF-8"
+    elif code == "22P04" and message.startswith("missing data for column"):
+        found = staged.names.index(message.split('"')[1])
+        reason = f"expected {width} fields, found {found} (truncated or garbled row)"
+    elif code == "22P04" and message.startswith("extra data"):
+        line, text = _record(staged, copy_line=line, read=True)
+        return staged.bad(line, f"expected {width} fields, found {len(next(csv.reader([text])))}")
+    elif code == "22P04" and ("newline" in message or "carriage return" in message):
+        reason = "line endings change within the file (CRLF, LF or CR): save it with one kind"
+    elif code == "22P04":
+        reason = f"malformed CSV: {message.replace(' CSV', '')}"
+    elif name == staged.names[0] and context[3] is None and not _record(staged, line, read=True)[1]:
+        reason, name = "blank line between rows (truncated file?)", None  # one empty field
+    elif column is not None:
+        rule = int(exc.diag.constraint_name or 1) - 1  # the constraint is named by its number
+        template = "{column} {value} is out of range" if code == "22003" else column.checks[rule][1]
+        words = ("the report's days " if ".." in staged.day else "the day ") + staged.day
+        reason = template.format(column=name, value=value, period=words)
+    else:
+        reason = f"PostgreSQL refused the file: {message}"
+    return staged.bad(_record(staged, copy_line=line)[0], reason, name)
 
 
-def _distinct_records(cur: Cursor, staged: StagedFile) -> None:
-    """Fold exact repeats (rows identical but for ``id``) into the staged table."""
-    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in staged.row_columns())
-    cur.execute(
-        sql.SQL(
-            "create temporary table {distinct} on commit drop as"
-            " select {names}, min(_row) as _row from {incoming} group by {names}"
-        ).format(
-            distinct=sql.Identifier(staged.table),
-            names=names,
-            incoming=sql.Identifier(f"incoming_{staged.spec.name}"),
-        )
-    )
-    staged.rows_distinct = cur.rowcount
-    cur.execute(sql.SQL("analyze {}").format(sql.Identifier(staged.table)))
-
-
-def _check_columns(
-    cur: Cursor,
-    staged: StagedFile,
-    start_day: date,
-    end_day: date,
-    bad: Callable[[int | None, str], BadInputError],
-) -> None:
-    """Set-based checks over the whole file, after COPY checked each value.
-
-    A key may repeat only as an exact repeat: two distinct records with one key are
-    refused, naming the line of the first row that contradicts an earlier one.
-    """
-    spec = staged.spec
-    table = sql.Identifier(staged.table)
-    key = sql.SQL(", ").join(sql.Identifier(k) for k in spec.key)
-    cur.execute(
-        sql.SQL("select 1 from {} group by {} having count(*) > 1 limit 1").format(table, key)
-    )
-    if cur.fetchone() is None:
-        return
-    # Per key, records in order of first appearance: the second one's first row is
-    # where the file first contradicts itself for that key.
-    cur.execute(
-        sql.SQL(
-            "with ranked as (select *, row_number() over (partition by {key} order by _row)"
-            " as rank from {table})"
-            " select second._row, first._row from ranked as second join ranked as first"
-            " using ({key}) where second.rank = 2 and first.rank = 1"
-            " order by second._row limit 1"
-        ).format(key=key, table=table)
-    )
-    row, kept_row = cur.fetchone()
-    found = _locate_records(staged, {row, kept_row}, bad)
-    line, record = found[row].line, found[row].fields
-    kept = found[kept_row].fields
-    names = [c.name for c in staged.file_columns]
-    columns = [c for c in staged.row_columns() if c.name in names]
-    cur.execute(
-        sql.SQL("select {} from {} where _row in (%s, %s) order by _row").format(
-            sql.SQL(", ").join(sql.Identifier(c.name) for c in columns), table
-        ),
-        (kept_row, row),
-    )
-    typed_kept, typed_row = cur.fetchall()
-    differing = next(
-        (c for c, a, b in zip(columns, typed_kept, typed_row, strict=True) if a != b), None
-    )
-    assert differing is not None, "a key conflict was detected but not located"
-    position = names.index(differing.name)
-    key_text = ",".join(record[names.index(k)] for k in spec.key)
-    raise bad(
-        line,
-        f"key {key_text} repeats an earlier row with a different {differing.name}"
-        f" ({kept[position]!r} vs {record[position]!r})",
-    )
-
-
-# --- translating PostgreSQL's COPY errors ---------------------------------------------
-
-
-def _copy_problem(
-    exc: psycopg2.Error,
-    staged: StagedFile,
-    start_day: date,
-    end_day: date,
-    bad: Callable[[int | None, str], BadInputError],
-) -> BadInputError:
-    """The :class:`BadInputError` for a failed COPY: file line, field and reason.
-
-    COPY's context names a line (``line N`` of the data it was sent) and usually the
-    column. The record there is read again from the file with the csv module and
-    checked by :func:`_record_problem`, which gives the physical line the record starts
-    on (a quoted line break counts, as it always has) and the reason in the words the
-    loader has always used. Should that record look fine (COPY's line count drifts from
-    the csv module's on line breaks inside quoted fields in rare layouts), the whole
-    file is checked row by row in the same way, streamed: slower, but only on this path.
-    """
-    if exc.pgcode in ("22021", "22P05"):  # invalid byte sequence, NUL included
-        _raise_encoding_problem(staged.path, bad)
-    pg_reason = (exc.diag.message_primary or str(exc)).strip()
-    context = _COPY_CONTEXT.search(exc.diag.context or "")
-    if context is not None:
-        candidate = _record_at_copy_line(staged, int(context[1]), bad)
-        if candidate is not None:
-            reason = _record_problem(staged, candidate, start_day, end_day)
-            if reason is not None:
-                return bad(candidate.line, reason)
-    blank: _Record | None = None
-    for record in _scan_records(staged, bad):
-        if not record.fields:
-            blank = blank or record  # tolerated at the end of the file only
-            continue
-        if blank is not None:
-            return bad(blank.line, "blank line between rows (truncated file?)")
-        reason = _record_problem(staged, record, start_day, end_day)
-        if reason is not None:
-            return bad(record.line, reason)
-    # PostgreSQL refused something the loader's own rules accept: say so, with its words.
-    return bad(None, f"PostgreSQL refused the file: {pg_reason} ({exc.diag.context})")
-
-
-def _record_problem(
-    staged: StagedFile, record: _Record, start_day: date, end_day: date
-) -> str | None:
-    """Why one data record is bad input, or None."""
-    width = len(staged.file_columns)
-    if not record.fields:
-        return "blank line between rows (truncated file?)"
-    if len(record.fields) != width:
-        return f"expected {width} fields, found {len(record.fields)} (truncated or garbled row)"
-    for column, value in zip(staged.file_columns, record.fields, strict=True):
-        reason = _value_problem(column, value, start_day, end_day)
-        if reason is not None:
-            return reason
-    return None
-
-
-@dataclass(frozen=True)
-class _Record:
-    number: int  # 1-based among the data rows (the staged table's ``_row``)
-    line: int  # the physical line the record starts on (1 = the file's first line)
-    copy_line: int  # the line COPY names for it (see _scan_records)
-    fields: list[str]
-
-
-def _scan_records(
-    staged: StagedFile, bad: Callable[[int | None, str], BadInputError]
-) -> Iterator[_Record]:
-    """The file's data records again, read with the csv module; only on the error path.
-
-    ``line`` counts lines as the csv module does (CR, LF and CRLF each end a line, in a
-    quoted field too), which is what error messages have always named. ``copy_line``
-    follows PostgreSQL's count in the data it was sent (header stripped): one per record
-    plus one per line break inside a quoted field, where a break counts if it holds the
-    character COPY watches: CR until the first record has ended, then LF for LF files and
-    CR for CR and CRLF files (``CopyReadLineText``).
-    """
+def _record(
+    staged: StagedFile, copy_line: int = 0, number: int | None = None, read: bool = False
+) -> tuple[int, str]:
+    """(first physical line, text) of the record COPY numbers ``copy_line``, or of the
+    ``number``-th data record: COPY's line number itself, unless a quote makes the file
+    worth reading again. COPY counts a line break in a quoted field only if it holds the
+    character it ends lines with (LF, or CR in CR and CRLF files and before the first line
+    ended); a physical line ends at any CR, LF or CRLF."""
+    header = 1 if staged.spec.has_header else 0
+    if not (staged.quoted or read):
+        return (copy_line if number is None else number + header), ""
     with staged.path.open(encoding="utf-8-sig", errors="replace", newline="") as text:
-        endings: list[str] = []  # line endings of the record being read
-
-        def lines() -> Iterator[str]:
-            for line in text:
-                endings.append(line[len(line.rstrip("\r\n")) :])
-                yield line
-
-        reader = csv.reader(lines(), strict=True)
-        watched = "\r"
-        copy_line = 0
-        try:
-            for _ in range(staged.header_lines):
-                next(reader, None)
-            endings.clear()
-            previous_end = reader.line_num
-            for number, row in enumerate(reader, start=1):
-                copy_line += 1 + sum(watched in ending for ending in endings[:-1])
-                if number == 1 and endings:
-                    watched = "\n" if endings[-1] == "\n" else "\r"
-                endings.clear()
-                yield _Record(number, previous_end + 1, copy_line, row)
-                previous_end = reader.line_num
-        except csv.Error as exc:
-            raise bad(reader.line_num, f"malformed CSV: {exc}") from None
+        records = copied = physical = first = 0
+        watched, record, in_quote = "\r", "", False
+        for line in text:
+            physical += 1
+            if not in_quote:
+                records, copied, first, record = records + 1, copied + 1, physical, ""
+            record += line
+            ending = line[len(line.rstrip("\r\n")) :]
+            in_quote ^= line.count('"') % 2 == 1
+            if in_quote:
+                copied += watched in ending
+                continue
+            if records == 1:
+                watched = "\n" if ending == "\n" else "\r"
+            if copied >= copy_line if number is None else records == number + header:
+                return first, record.rstrip("\r\n")
+    return copy_line, ""
 
 
-def _locate_records(
-    staged: StagedFile, records: set[int], bad: Callable[[int | None, str], BadInputError]
-) -> dict[int, _Record]:
-    """The data records numbered ``records`` (the staged table's ``_row`` values)."""
-    found: dict[int, _Record] = {}
-    for record in _scan_records(staged, bad):
-        if record.number in records:
-            found[record.number] = record
-            if len(found) == len(records):
-                return found
-    raise AssertionError(f"records {sorted(records - set(found))} not found in the file")
+# --- phase 2: replace the period -------------------------------------------------------------
+
+# {t}: the staging table, {i}: the file's temporary table, {k}: the key, {d}: the date column
+_DELETE_PERIOD = "delete from {t} where {d} >= %(start)s and {d} < %(end)s"
+_SET_ASIDE = (
+    "create temporary table held on commit drop as select * from {t} with no data;"
+    " with gone as (delete from {t} where ({k}) in (select {k} from {i}) returning *)"
+    " insert into held select * from gone;"
+    " select {d}::date, source_day > %(day)s, count(*) from held group by 1, 2 order by 1"
+)
+_INSERT = (
+    "insert into {t} ({columns}, batch_id, loaded_at)"
+    " select distinct {values}, %(batch)s, now() from {i} order by {order}"
+)
+_PUT_BACK = (
+    "delete from {t} where ({k}) in (select {k} from held where source_day > %(day)s);"
+    " insert into {t} select * from held where source_day > %(day)s; drop table held"
+)
+_CONFLICT = (
+    "with numbered as (select row_number() over (order by ctid) as n, * from {i}),"
+    " firsts as (select distinct on ({k}) * from numbered order by {k}, n),"
+    " conflict as (select later.n as later, firsts.n as first"
+    "  from numbered as later join firsts using ({k})"
+    "  where ({later}) is distinct from ({firsts}) order by later.n limit 1)"
+    " select numbered.n, {typed}, {text} from numbered join conflict"
+    " on numbered.n in (conflict.later, conflict.first) order by numbered.n"
+)
 
 
-def _record_at_copy_line(
-    staged: StagedFile, copy_line: int, bad: Callable[[int | None, str], BadInputError]
-) -> _Record | None:
-    """The record COPY's error context names by its ``line N``, if the counts agree."""
-    for record in _scan_records(staged, bad):
-        if record.copy_line >= copy_line:
-            return record
-    return None
-
-
-def _raise_encoding_problem(path: Path, bad: Callable[[int | None, str], BadInputError]) -> None:
-    """Raise the file's first encoding problem, if it has one: invalid UTF-8 anywhere
-    first, then the first NUL character (PostgreSQL text cannot hold NUL). Streamed."""
-    nul_line: int | None = None
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise bad(number, "not valid UTF-8") from None
-            if nul_line is None and b"\x00" in raw:
-                nul_line = number
-    if nul_line is not None:
-        raise bad(nul_line, "contains a NUL character")
-
-
-# --- value rules (the reasons error messages give) ----------------------------------
-
-
-def _value_problem(column: Column, value: str, start_day: date, end_day: date) -> str | None:
-    """Why ``value`` is not acceptable in ``column``, or None when it is."""
-    name, kind = column.name, column.kind
-    if kind == "text":
-        return None
-    if kind == "key":
-        return None if value.strip() else f"{name} is empty"
-    if kind == "status":
-        return None if value in STATUSES else f"status {value!r} is not one of shipped, refunded"
-    if kind in ("row_number", "int", "bigint"):
-        if not _INTEGER.fullmatch(value):
-            return f"{name} {value!r} is not an integer"
-        number = int(value)
-        limit = _INT4_MAX if kind == "int" else _INT8_MAX
-        if not -limit <= number <= limit:
-            return f"{name} {value} is out of range"
-        return _bound_problem(column, value, number)
-    if kind == "amount":
-        if not _AMOUNT.fullmatch(value):
-            return f"{name} {value!r} is not an amount (digits, up to 2 decimals)"
-        return _bound_problem(column, value, Decimal(value))
-    if kind == "timestamp":
-        try:
-            if not _TIMESTAMP.fullmatch(value):
-                raise ValueError
-            moment = datetime.strptime(value, TIMESTAMP_FORMAT)
-        except ValueError:
-            return f"{name} {value!r} is not a timestamp YYYY-MM-DDTHH:MM:SS"
-        if not start_day <= moment.date() <= end_day:
-            return f"{name} {value} is outside {_period_description(start_day, end_day)}"
-        if not CALENDAR_START <= moment.date() <= CALENDAR_END:
-            return (
-                f"{name} {value} is outside the marts' calendar {CALENDAR_START.isoformat()}.."
-                f"{CALENDAR_END.isoformat()} (dbt vars calendar_start / calendar_end)"
-            )
-        return None
-    raise AssertionError(f"unknown column kind {kind!r}")
-
-
-def _bound_problem(column: Column, value: str, number: int | Decimal) -> str | None:
-    """Why ``number`` is outside the column's ``minimum``/``maximum``, or None."""
-    if column.minimum is not None and number < column.minimum:
-        return f"{column.name} {value} is below {column.minimum}"
-    if column.maximum is not None and number > column.maximum:
-        limit = f" ({column.limited_by})" if column.limited_by else ""
-        return f"{column.name} {value} is above {column.maximum}, the largest allowed{limit}"
-    return None
-
-
-# --- loading --------------------------------------------------------------------------
-
-
-def _load(
-    conn: Connection,
-    start_day: date,
-    end_day: date,
-    files: Mapping[str, Path | None],
-    batch_id: str,
-) -> LoadSummary:
-    if start_day > end_day:
-        raise ValueError(f"start_day {start_day} is after end_day {end_day}")
-    if not batch_id:
+def _load(conn: Connection, batch: LoadSummary, files: Files) -> LoadSummary:
+    if batch.start_day > batch.end_day:
+        raise ValueError(f"start_day {batch.start_day} is after end_day {batch.end_day}")
+    if not batch.batch_id:
         raise ValueError("batch_id must not be empty")
-    unknown = sorted(set(files) - set(TABLES))
-    if unknown:
+    if unknown := sorted(set(files) - set(TABLES)):
         raise ValueError(f"unknown tables {unknown}; expected some of {list(TABLES)}")
     if conn.get_transaction_status() != TRANSACTION_STATUS_IDLE:
-        # We commit (or roll back) as one unit; a caller's open transaction would be
-        # committed or discarded with it.
+        # We commit (or roll back) as one unit; a caller's open transaction would go with it.
         raise RuntimeError("load needs a connection with no open transaction")
-
-    period = _period_label(start_day, end_day)
-    summary = LoadSummary(batch_id=batch_id, start_day=start_day, end_day=end_day)
     conn.autocommit = False
     try:
         with conn.cursor() as cur:
-            cur.execute("select to_regclass('staging.load_audit')")
-            row = cur.fetchone()
-            if row is None or row[0] is None:
-                raise RuntimeError(
-                    "staging schema is not migrated: run `python -m ingestion migrate` first"
-                )
-            # Phase 1: every file is COPYed into its checked temporary table before any
-            # staging table is touched; the first bad file aborts the transaction.
-            # Server memory for the de-duplication's hash, not this process's.
-            cur.execute("set local work_mem = '256MB'")
-            staged: list[StagedFile] = []
-            missing: list[str] = []
-            for name in TABLES:
-                path = files.get(name)
-                if path is None:
-                    missing.append(name)
-                    continue
-                staged.append(stage_file(cur, SPECS[name], Path(path), start_day, end_day))
-            # Phase 2. Serialise loads of the same tables (readers are not blocked): two
-            # loads of one day at once would otherwise collide on the keys they insert.
-            # The advisory lock (per table, in TABLES order, up to the lock timeout) is
-            # what a second load waits on, and fails clearly after; the table lock then
-            # keeps out writers that are not loads.
+            cur.execute("select to_regclass('staging.load_audit') is null")
+            if cur.fetchone()[0]:
+                raise RuntimeError("staging is not migrated: run `python -m ingestion migrate`")
+            cur.execute("set local work_mem = '256MB'")  # the server's, for the sorts
+            staged = [
+                _stage_file(cur, SPECS[name], Path(path), batch)
+                for name in TABLES
+                if (path := files.get(name)) is not None
+            ]
+            _lock_tables(cur, [item.spec.name for item in staged])
             for item in staged:
-                locks.xact_lock(
-                    cur,
-                    locks.staging_load_lock_key(TABLES.index(item.spec.name)),
-                    f"load of staging.{item.spec.name}",
-                )
-            for item in staged:
-                cur.execute(
-                    sql.SQL("lock table {} in share row exclusive mode").format(
-                        sql.Identifier("staging", item.spec.name)
-                    )
-                )
-            for item in staged:
-                summary.tables[item.spec.name] = _replace_period(
-                    cur, item, start_day, end_day, batch_id
-                )
-            for name in missing:
-                log.warning(
-                    "%s: no %s file (the API answered 404); staging.%s rows for %s left untouched",
-                    period,
-                    name,
-                    name,
-                    period,
-                )
-                _audit(cur, batch_id, name, start_day, end_day, None, "missing", None)
-                summary.missing.append(name)
+                batch.tables[item.spec.name] = _replace_period(cur, item, batch)
+            batch.missing = [name for name in TABLES if files.get(name) is None]
+            for name in batch.missing:
+                log.warning(f"{batch.period}: no {name} file (404); its staging rows are kept")
+                _audit(cur, batch, name, "missing")
+            for item in staged:  # domains would outlive the transaction
+                domains = [item.domain(c) for c in item.spec.columns if c.checks]
+                cur.execute(_sql("drop table {}; drop domain {}", item.table, domains))
         conn.commit()
     except BaseException as exc:
         if not conn.closed:
             conn.rollback()
             raise
-        # The warehouse ended the session (a restart, pg_terminate_backend, a network
-        # cut): the transaction is gone with it, so nothing was written. Say which load,
-        # keeping the type Airflow retries.
+        # The warehouse ended the session: the transaction went with it, so nothing was
+        # written. Say which load, keeping the type Airflow retries.
         if isinstance(exc, psycopg2.OperationalError):
-            reason = " ".join(str(exc).split())
             raise psycopg2.OperationalError(
-                f"{period} ({batch_id}): the warehouse connection was lost during the load, "
-                f"which wrote nothing: {reason}"
+                f"{batch.period} ({batch.batch_id}): the warehouse connection was lost during"
+                f" the load, which wrote nothing: {' '.join(str(exc).split())}"
             ) from exc
         raise
-    log.info("%s", summary.one_line())
-    return summary
+    log.info("%s", batch.one_line())
+    return batch
 
 
-def _replace_period(
-    cur: Cursor, item: StagedFile, start_day: date, end_day: date, batch_id: str
-) -> TableLoad:
-    """Swap the period's rows in staging for the staged file's rows.
-
-    Tables keyed without their date (order lines, activity) can see a key move between
-    days: there each row records ``source_day``, the batch's own day (``end_day``), and
-    a row from a newer batch is never replaced by an older one, in or outside the
-    period. So staging ends the same whatever order the batches are loaded in.
-    """
-    spec = item.spec
-    target = sql.Identifier("staging", spec.name)
-    temp = sql.Identifier(item.table)
-    column_list = sql.SQL(", ").join(sql.Identifier(c) for c in spec.staging_columns())
-    values = _staging_values(item, end_day)
-
-    if spec.date_column is None:
-        cur.execute(
-            sql.SQL("delete from {} where price_date between %s and %s").format(target),
-            (start_day, end_day),
-        )
-        replaced = cur.rowcount
-    elif spec.date_column in spec.key:
-        cur.execute(
-            sql.SQL("delete from {} where {} >= %s and {} < %s").format(
-                target, sql.Identifier(spec.date_column), sql.Identifier(spec.date_column)
-            ),
-            (start_day, end_day + timedelta(days=1)),
-        )
-        replaced = cur.rowcount
-    else:
-        return _replace_movable(cur, item, start_day, end_day, batch_id, column_list, values)
-
-    with _indexes_rebuilt_if_bulk(cur, spec, item.rows_distinct):
-        cur.execute(
-            sql.SQL(
-                "insert into {target} ({columns}, batch_id, loaded_at)"
-                " select {values}, %s, now() from {temp} order by {order}"
-            ).format(
-                target=target,
-                columns=column_list,
-                values=values,
-                temp=temp,
-                order=_index_order(spec),
-            ),
-            (batch_id,),
-        )
-        loaded = cur.rowcount
-    return _loaded(cur, item, batch_id, start_day, end_day, loaded, replaced)
+def _lock_tables(cur: Cursor, tables: list[str]) -> None:
+    """One load of a table at a time (readers go on), waiting up to the lock timeout."""
+    timeout = locks.lock_timeout_s()
+    cur.execute("select current_setting('lock_timeout')")
+    previous = cur.fetchone()[0]
+    cur.execute("select set_config('lock_timeout', %s, true)", (f"{max(1, timeout * 1000):.0f}",))
+    for name in tables:
+        try:
+            cur.execute(_sql("lock table {} in share row exclusive mode", ("staging", name)))
+        except errors.LockNotAvailable as error:
+            message = f"another load of staging.{name} is running; waited {timeout:g} s"
+            raise locks.LockTimeout(message) from error
+    cur.execute("select set_config('lock_timeout', %s, true)", (previous,))
 
 
-def _replace_movable(
-    cur: Cursor,
-    item: StagedFile,
-    start_day: date,
-    end_day: date,
-    batch_id: str,
-    column_list: sql.Composable,
-    values: sql.Composable,
-) -> TableLoad:
-    """Replace a period of a table whose key does not hold the date (rows can move days).
+def _replace_period(cur: Cursor, item: StagedFile, batch: LoadSummary) -> TableLoad:
+    """Swap the period's rows in staging for the file's distinct rows. Where a key can move
+    between days, a row from a newer batch (``source_day``) is never replaced by an older
+    one: staging ends the same whatever order batches come in."""
+    spec, day = item.spec, batch.end_day
+    names = {"t": ("staging", spec.name), "i": item.table, "k": list(spec.key)}
+    names["d"] = spec.date_column or "price_date"
+    params = dict(start=batch.start_day, end=day + timedelta(1), day=day, batch=batch.batch_id)
+    older = " and source_day <= %(day)s" if spec.movable else ""
+    cur.execute(_sql(_DELETE_PERIOD + older, **names), params)
+    replaced, moved, newer = cur.rowcount, {}, 0  # moved: rows per day they moved from
+    if spec.movable:
+        # Rows elsewhere whose key came back: older ones moved here; newer ones are set
+        # aside and put back after the insert (so the file's rows still meet the key).
+        cur.execute(_sql(_SET_ASIDE, **names), params)
+        found = cur.fetchall()
+        moved = {moved_day: count for moved_day, is_newer, count in found if not is_newer}
+        newer = sum(count for _, is_newer, count in found if is_newer)
+        replaced += sum(moved.values())
+        if moved:
+            days = ", ".join(map(str, moved))
+            log.warning(f"staging.{spec.name}: {sum(moved.values())} rows moved from {days}")
 
-    1. the period's rows that no newer batch wrote are deleted;
-    2. rows on other days whose key comes back in this file, again unless newer, are
-       deleted too (the line moved; their days are returned so they can be rebuilt);
-    3. the file's rows are inserted, except keys a newer batch holds (kept, counted).
-    """
-    spec = item.spec
-    target = sql.Identifier("staging", spec.name)
-    temp = sql.Identifier(item.table)
-    moment = sql.Identifier(spec.date_column or "")
-    source_day = end_day
-    cur.execute(
-        sql.SQL(
-            "delete from {target} where {moment} >= %s and {moment} < %s and source_day <= %s"
-        ).format(target=target, moment=moment),
-        (start_day, end_day + timedelta(days=1), source_day),
+    # the batch's day dates price_log's rows and the movable tables' source_day
+    extra = ["source_day"] if spec.movable else [] if spec.date_column else ["price_date"]
+    columns = [c.name for c in spec.columns if c.loaded]
+    values = [_sql("{}::timestamp" if c == spec.date_column else "{}", c) for c in columns]
+    columns, values = columns + extra, values + [sql.SQL("%(day)s::date")] * len(extra)
+    order = [spec.date_column, *spec.key] if spec.movable else list(spec.key)
+    cur.execute("savepoint insert_rows")
+    try:
+        with _indexes_rebuilt_if_bulk(cur, spec, item.rows_read):
+            insert = _sql(_INSERT, columns=columns, values=values, order=order, **names)
+            cur.execute(insert, params)
+            distinct = cur.rowcount
+    except errors.UniqueViolation:
+        cur.execute("rollback to savepoint insert_rows")
+        raise _conflict(cur, item) from None
+    if spec.movable:
+        cur.execute(_sql(_PUT_BACK, **names), params)
+    if newer:
+        log.warning(f"staging.{spec.name}: {newer} rows kept as a newer batch corrected them")
+    read = item.rows_read
+    load = TableLoad(
+        spec.name, item.path, read, read - distinct, distinct - newer, replaced, newer, tuple(moved)
     )
-    replaced = cur.rowcount
+    _audit(cur, batch, spec.name, "loaded", load)
+    return load
 
-    key_match = _keys_equal("existing", "incoming", spec.key)
-    cur.execute(
-        sql.SQL(
-            "with moved as ("
-            " delete from {target} as existing using {temp} as incoming"
-            " where {key_match} and existing.source_day <= %s"
-            " returning existing.{moment}::date as day)"
-            " select day, count(*) from moved group by day order by day"
-        ).format(target=target, temp=temp, key_match=key_match, moment=moment),
-        (source_day,),
-    )
-    moved = cur.fetchall()
-    moved_from_days = tuple(day for day, _ in moved)
-    moved_rows = sum(count for _, count in moved)
-    replaced += moved_rows
-    if moved:
-        log.warning(
-            "staging.%s: %d rows of %s moved into %s (same key, this batch is newer)",
-            spec.name,
-            moved_rows,
-            ", ".join(day.isoformat() for day in moved_from_days),
-            _period_label(start_day, end_day),
-        )
 
-    newer = _keys_equal("kept", "incoming", spec.key)
-    with _indexes_rebuilt_if_bulk(cur, spec, item.rows_distinct):
-        cur.execute(
-            sql.SQL(
-                "insert into {target} ({columns}, source_day, batch_id, loaded_at)"
-                " select {values}, %s, %s, now() from {temp} as incoming"
-                " where not exists (select from {target} as kept where {newer})"
-                " order by {order}"
-            ).format(
-                target=target,
-                columns=column_list,
-                values=values,
-                temp=temp,
-                newer=newer,
-                order=_index_order(spec),
-            ),
-            (source_day, batch_id),
-        )
-        loaded = cur.rowcount
-    superseded = item.rows_distinct - loaded
-    if superseded:
-        log.warning(
-            "staging.%s: %d rows of %s kept as a newer batch corrected them",
-            spec.name,
-            superseded,
-            _period_label(start_day, end_day),
-        )
-    return _loaded(
-        cur,
-        item,
-        batch_id,
-        start_day,
-        end_day,
-        loaded,
-        replaced,
-        rows_superseded=superseded,
-        moved_from_days=moved_from_days,
+def _conflict(cur: Cursor, item: StagedFile) -> BadInputError:
+    """The first row, in file order, whose key an earlier row holds with other content."""
+    columns = [c.name for c in item.spec.columns if c.loaded]
+
+    def of(table: str, cast: str = "") -> list[sql.Composable]:
+        return [_sql("{}.{}" + cast, table, column) for column in columns]
+
+    parts = {"later": of("later"), "firsts": of("firsts"), "typed": of("numbered")}
+    parts["text"] = of("numbered", "::text")
+    cur.execute(_sql(_CONFLICT, i=item.table, k=list(item.spec.key), **parts))
+    (_, *kept), (number, *record) = cur.fetchall()
+    width = len(columns)
+    differs = next(i for i in range(width) if kept[i] != record[i])
+    key_text = ",".join(record[width + columns.index(k)] for k in item.spec.key)
+    return item.bad(
+        _record(item, number=number)[0],
+        f"key {key_text} repeats an earlier row with a different {columns[differs]}"
+        f" ({kept[width + differs]!r} vs {record[width + differs]!r})",
+        columns[differs],
     )
+
+
+# Each index of a staging table as the statements that drop it and build it again.
+_INDEXES = """
+select format('alter table %%s drop constraint %%I', conrelid::regclass, conname),
+    format('alter table %%s add constraint %%I %%s', conrelid::regclass, conname,
+        pg_get_constraintdef(oid))
+from pg_constraint where conrelid = %(t)s::regclass and contype in ('p', 'u')
+union all
+select format('drop index %%s', indexrelid::regclass), pg_get_indexdef(indexrelid)
+from pg_index where indrelid = %(t)s::regclass
+    and not exists (select from pg_constraint where conindid = indexrelid)
+"""
 
 
 @contextmanager
 def _indexes_rebuilt_if_bulk(cur: Cursor, spec: TableSpec, rows: int) -> Iterator[None]:
-    """Drop the staging table's indexes around a bulk insert, then rebuild them.
-
-    Only when the batch has at least :data:`BULK_MIN_ROWS` rows and the table holds
-    fewer rows than that besides the batch (counted up to the batch's size, so the check
-    costs at most one pass over as many rows as the insert writes). The drop and the
-    rebuild are in the load's transaction: a failure restores the indexes with the rows,
-    and other sessions never see the table without them (they wait for the load's lock,
-    readers included, for the load's last seconds).
-    """
-    target = sql.Identifier("staging", spec.name)
-    if rows < BULK_MIN_ROWS:
+    """Drop the staging table's indexes around a bulk insert (see :data:`BULK_MIN_ROWS`),
+    then rebuild them, in the load's transaction: no one sees the table without them."""
+    target = ("staging", spec.name)
+    if rows >= BULK_MIN_ROWS:
+        cur.execute(_sql("select count(*) from (select from {} limit %s) as held", target), (rows,))
+    if rows < BULK_MIN_ROWS or cur.fetchone()[0] >= rows:
         yield
         return
-    cur.execute(
-        sql.SQL("select count(*) from (select from {} limit %s) as held").format(target), (rows,)
-    )
-    if cur.fetchone()[0] >= rows:
-        yield
-        return
-    cur.execute(
-        "select c.conname, pg_get_constraintdef(c.oid), pg_get_indexdef(i.indexrelid),"
-        " i.indexrelid::regclass::text"
-        " from pg_index as i left join pg_constraint as c on c.conindid = i.indexrelid"
-        " and c.conrelid = i.indrelid and c.contype in ('p', 'u')"
-        " where i.indrelid = %s::regclass order by i.indexrelid",
-        (f"staging.{spec.name}",),
-    )
+    cur.execute(_INDEXES, {"t": f"staging.{spec.name}"})
     indexes = cur.fetchall()
-    for constraint, _, _, index in indexes:
-        if constraint:
-            cur.execute(
-                sql.SQL("alter table {} drop constraint {}").format(
-                    target, sql.Identifier(constraint)
-                )
-            )
-        else:
-            cur.execute(sql.SQL("drop index {}").format(sql.SQL(index)))
+    for drop, _ in indexes:
+        cur.execute(drop)
     yield
     cur.execute("set local maintenance_work_mem = '256MB'")
-    for constraint, definition, index_definition, _ in indexes:
-        if constraint:
-            cur.execute(
-                sql.SQL("alter table {} add constraint {} {}").format(
-                    target, sql.Identifier(constraint), sql.SQL(definition)
-                )
-            )
-        else:
-            cur.execute(index_definition)
-    log.info(
-        "staging.%s: %d rows inserted in bulk, %d indexes rebuilt", spec.name, rows, len(indexes)
-    )
+    for _, build in indexes:
+        cur.execute(build)
+    log.info(f"staging.{spec.name}: {rows} rows inserted in bulk, {len(indexes)} indexes rebuilt")
 
 
-def _index_order(spec: TableSpec) -> sql.Composable:
-    """The order rows are inserted in: staging's indexes all lead with the key or the
-    date, so sorted rows append to a few index pages instead of touching pages all over
-    each index (measured: about twice as fast for a day of a million lines)."""
-    names = [spec.date_column] if spec.date_column and spec.date_column not in spec.key else []
-    names += list(spec.key)
-    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
-
-
-def _staging_values(item: StagedFile, end_day: date) -> sql.Composable:
-    """The select list turning the staged table's rows into staging's columns."""
-    kinds = {c.name: c.kind for c in item.row_columns()}
-    values: list[sql.Composable] = []
-    for name in item.spec.staging_columns():
-        if name not in kinds:  # price_date: price_log rows are dated by the batch
-            values.append(sql.Literal(end_day))
-        elif kinds[name] == "timestamp":
-            values.append(sql.SQL("{}::timestamp").format(sql.Identifier(name)))
-        else:
-            values.append(sql.Identifier(name))
-    return sql.SQL(", ").join(values)
-
-
-def _keys_equal(left: str, right: str, key: tuple[str, ...]) -> sql.Composable:
-    """``left.k = right.k and ...`` over the key's columns."""
-    return sql.SQL(" and ").join(
-        sql.SQL("{0}.{2} = {1}.{2}").format(
-            sql.Identifier(left), sql.Identifier(right), sql.Identifier(column)
-        )
-        for column in key
-    )
-
-
-def _loaded(
-    cur: Cursor,
-    item: StagedFile,
-    batch_id: str,
-    start_day: date,
-    end_day: date,
-    rows_loaded: int,
-    rows_replaced: int,
-    **more: Any,
-) -> TableLoad:
-    """The file's :class:`TableLoad`, also written to ``staging.load_audit``."""
-    load = TableLoad(
-        table=item.spec.name,
-        file=item.path,
-        rows_read=item.rows_read,
-        duplicates_dropped=item.duplicates_dropped,
-        rows_loaded=rows_loaded,
-        rows_replaced=rows_replaced,
-        **more,
-    )
-    _audit(cur, batch_id, item.spec.name, start_day, end_day, item.path, "loaded", load)
-    return load
+_COUNTS = ("rows_read", "duplicates_dropped", "rows_loaded", "rows_replaced")
 
 
 def _audit(
-    cur: Cursor,
-    batch_id: str,
-    table: str,
-    start_day: date,
-    end_day: date,
-    path: Path | None,
-    outcome: str,
-    load: TableLoad | None,
+    cur: Cursor, batch: LoadSummary, table: str, outcome: str, load: TableLoad | None = None
 ) -> None:
+    counts = [getattr(load, name) if load else None for name in _COUNTS]
     cur.execute(
         "insert into staging.load_audit (batch_id, table_name, start_day, end_day, file_name,"
         " outcome, rows_read, duplicates_dropped, rows_loaded, rows_replaced, loaded_at)"
         " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())",
-        (
-            batch_id,
-            table,
-            start_day,
-            end_day,
-            path.name if path is not None else None,
-            outcome,
-            load.rows_read if load else None,
-            load.duplicates_dropped if load else None,
-            load.rows_loaded if load else None,
-            load.rows_replaced if load else None,
-        ),
+        (batch.batch_id, table, batch.start_day, batch.end_day, load and load.file.name, outcome)
+        + tuple(counts),
     )
 
 
-def _period_label(start_day: date, end_day: date) -> str:
-    if start_day == end_day:
-        return start_day.isoformat()
-    return f"{start_day.isoformat()}..{end_day.isoformat()}"
+def _sql(template: str, *parts: object, **named: object) -> sql.Composed:
+    """``template`` with its parts quoted: a str is an identifier, a tuple a qualified one,
+    a list a comma-separated list; SQL passes as it is."""
 
+    def quote(part: object) -> sql.Composable:
+        if isinstance(part, sql.Composable):
+            return part
+        if isinstance(part, list):
+            return sql.SQL(", ").join(map(quote, part))
+        return sql.Identifier(*part) if isinstance(part, tuple) else sql.Identifier(str(part))
 
-def _period_description(start_day: date, end_day: date) -> str:
-    if start_day == end_day:
-        return f"the day {start_day.isoformat()}"
-    return f"the report's days {start_day.isoformat()}..{end_day.isoformat()}"
+    return sql.SQL(template).format(*map(quote, parts), **{k: quote(v) for k, v in named.items()})

@@ -168,7 +168,7 @@ def test_fetch_files_maps_logical_names_and_404_to_none(
     assert set(paths) == LOGICAL_NAMES
     assert paths["customer_research"] is None
     orders = paths["user_order_log"]
-    assert orders == tmp_path / "inc" / "user_order_log.csv"
+    assert orders == tmp_path / "inc" / "user_order_log_inc.csv"  # the source's file name
     assert orders.read_text(encoding="utf-8").splitlines()[0].endswith(",status")
     assert not list((tmp_path / "inc").glob(".*part"))
     warning = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -195,10 +195,10 @@ def test_module_level_fetch_files_needs_no_api_settings(
     assert set(paths) == LOGICAL_NAMES
     assert paths["customer_research"] is None
     assert paths == client.fetch_files(increment.files, tmp_path / "again", day=day) | {
-        name: tmp_path / f"{name}.csv" for name in LOGICAL_NAMES - {"customer_research"}
+        name: tmp_path / f"{name}_inc.csv" for name in LOGICAL_NAMES - {"customer_research"}
     }
-    assert (tmp_path / "user_order_log.csv").read_bytes() == (
-        tmp_path / "again" / "user_order_log.csv"
+    assert (tmp_path / "user_order_log_inc.csv").read_bytes() == (
+        tmp_path / "again" / "user_order_log_inc.csv"
     ).read_bytes()
 
 

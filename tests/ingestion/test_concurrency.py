@@ -20,6 +20,8 @@ from ingestion.migrate import migrate
 from ingestion.warehouse import connect, connection
 
 REPORT_START, REPORT_END = date(2024, 9, 8), date(2024, 9, 30)
+# What a load takes on each table it writes, held by another session.
+HOLD_ORDERS = "lock table staging.user_order_log in share row exclusive mode"
 DAY = date(2024, 10, 1)
 STAGING_COLUMNS = {
     "user_order_log": "uniq_id, date_time, city_id, customer_id, item_id, quantity,"
@@ -96,7 +98,7 @@ def test_a_load_waits_for_the_load_holding_its_table(make_database, fixtures_dir
     holder = connect(settings)
     try:
         with holder.cursor() as cur:
-            locks.xact_lock(cur, locks.staging_load_lock_key(0), "test holder")
+            cur.execute(HOLD_ORDERS)
         release = threading.Timer(1.5, holder.rollback)
         release.start()
         started = time.monotonic()
@@ -118,7 +120,7 @@ def test_a_load_lock_timeout_names_the_table_and_changes_nothing(
     holder = connect(settings)
     try:
         with holder.cursor() as cur:
-            locks.xact_lock(cur, locks.staging_load_lock_key(0), "test holder")
+            cur.execute(HOLD_ORDERS)
         with pytest.raises(locks.LockTimeout) as raised:
             _load_day(settings, fixtures_dir)
     finally:

@@ -150,7 +150,8 @@ def test_an_empty_increment_file_replaces_the_days_rows_by_nothing(
     empty_warnings = [m for m in warnings if "empty" in m]
     if warns:
         assert len(empty_warnings) == 1
-        assert "2024-10-01" in empty_warnings[0] and str(empty_file) in empty_warnings[0]
+        assert f"{empty_file.name} of 2024-10-01 is empty" in empty_warnings[0]
+        assert str(empty_file.parent) not in empty_warnings[0]
     else:
         assert empty_warnings == []
 
@@ -273,9 +274,9 @@ def test_cli_loads_empty_extracts_served_over_http(
     # the 0-byte file of a table with a header is named in a warning, with its day
     warning = [line for line in day.stderr.splitlines() if "WARNING" in line and "empty" in line]
     assert len(warning) == 1
-    # (the client saves a download under the table's name, in a folder named after the day)
-    assert "2024-10-01: " in warning[0]
-    assert "increment-2024-10-01/user_activity_log.csv is empty" in warning[0]
+    # named as the source names it, never by the folder the client downloaded it to
+    assert "user_activity_log_inc.csv of 2024-10-01 is empty" in warning[0]
+    assert "increment-2024-10-01/" not in warning[0]
     assert "user_order_log" in day.stdout and "0 loaded" in day.stdout
 
 

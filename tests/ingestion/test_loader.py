@@ -342,7 +342,7 @@ def test_quoted_fields_and_crlf_line_endings(conn, tmp_path: Path) -> None:
 
     # A quoted line break still leaves the reported line numbers exact.
     path.write_bytes(path.read_bytes().replace(b",50.5\r\n", b",5x\r\n"))
-    with pytest.raises(BadInputError, match="line 4: payment_amount '5x'"):
+    with pytest.raises(BadInputError, match="line 4, column payment_amount: payment_amount '5x'"):
         load_increment(conn, DAY_NEW_FORMAT, {"user_order_log": path}, "q")
 
 
@@ -354,16 +354,31 @@ def _wrong_header(line: str) -> str:
 
 
 BAD_ORDER_FILES = [
-    # (what is wrong, line to edit, edit, expected line in the message, words of the reason)
-    ("wrong header", 1, _wrong_header, 1, "header"),
-    ("non-numeric amount", 5, lambda line: line.rsplit(",", 2)[0] + ",12x,shipped", 5, "amount"),
-    ("unknown status", 7, lambda line: line.rsplit(",", 1)[0] + ",lost", 7, "status 'lost'"),
-    ("truncated row", 9, lambda line: line.rsplit(",", 3)[0], 9, "expected 13 fields"),
+    # (what is wrong, line to edit, edit, expected line and column, words of the reason)
+    ("wrong header", 1, _wrong_header, 1, "payment_amount", "header has no column"),
+    (
+        "non-numeric amount",
+        5,
+        lambda line: line.rsplit(",", 2)[0] + ",12x,shipped",
+        5,
+        "payment_amount",
+        "amount",
+    ),
+    (
+        "unknown status",
+        7,
+        lambda line: line.rsplit(",", 1)[0] + ",lost",
+        7,
+        "status",
+        "status 'lost'",
+    ),
+    ("truncated row", 9, lambda line: line.rsplit(",", 3)[0], 9, None, "expected 13 fields"),
     (
         "row dated outside the day",
         11,
         lambda line: line.replace("2024-10-02T00:00:00", "2024-10-03T00:00:00"),
         11,
+        "date_time",
         "outside the day 2024-10-02",
     ),
     (
@@ -371,9 +386,17 @@ BAD_ORDER_FILES = [
         4,
         lambda line: line.replace("2024-10-02T00:00:00", "2024-10-02 00:00"),
         4,
+        "date_time",
         "not a timestamp",
     ),
-    ("negative quantity", 3, lambda line: _replace_field(line, 10, "-1"), 3, "quantity -1"),
+    (
+        "negative quantity",
+        3,
+        lambda line: _replace_field(line, 10, "-1"),
+        3,
+        "quantity",
+        "quantity -1",
+    ),
 ]
 
 
@@ -384,12 +407,12 @@ def _replace_field(line: str, index: int, value: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("problem", "line", "edit", "reported_line", "reason"),
+    ("problem", "line", "edit", "reported_line", "column", "reason"),
     BAD_ORDER_FILES,
     ids=[case[0] for case in BAD_ORDER_FILES],
 )
 def test_bad_order_file_is_refused_and_staging_unchanged(
-    conn, fixtures_dir: Path, tmp_path: Path, problem, line, edit, reported_line, reason
+    conn, fixtures_dir: Path, tmp_path: Path, problem, line, edit, reported_line, column, reason
 ) -> None:
     load_increment(conn, DAY_NEW_FORMAT, increment_files(fixtures_dir, DAY_NEW_FORMAT), "good")
     before = snapshot(conn)
@@ -403,9 +426,12 @@ def test_bad_order_file_is_refused_and_staging_unchanged(
 
     error = caught.value
     message = str(error)
-    assert (error.day, error.file, error.line) == ("2024-10-02", bad_file, reported_line)
-    assert "2024-10-02" in message and str(bad_file) in message
-    assert f"line {reported_line}" in message and reason in message
+    assert (error.day, error.file, error.line) == ("2024-10-02", bad_file.name, reported_line)
+    assert error.column == column
+    # the source's file name and day, never the folder it was downloaded to
+    assert message.startswith(f"bad input: {bad_file.name} of 2024-10-02, line {reported_line}")
+    assert str(bad_file.parent) not in message
+    assert (f", column {column}:" in message) == (column is not None) and reason in message
     assert snapshot(conn) == before
     assert query(conn, "select count(*) from staging.load_audit where batch_id = 'bad'") == [(0,)]
 
@@ -419,7 +445,9 @@ def test_conflicting_repeat_of_a_key_is_bad_input(conn, tmp_path: Path) -> None:
         "3,k1,2024-10-02T00:00:00,0,Москва,1,Анна,Лебедева,1,Томаты,2,100\n",
         encoding="utf-8",
     )
-    with pytest.raises(BadInputError, match=r"line 4: key k1 repeats an earlier row.*quantity"):
+    with pytest.raises(
+        BadInputError, match=r"line 4, column quantity: key k1 repeats an earlier row.*quantity"
+    ):
         load_increment(conn, DAY_NEW_FORMAT, {"user_order_log": path}, "b")
 
 
@@ -501,8 +529,8 @@ def test_rows_outside_the_marts_calendar_are_refused(conn, tmp_path: Path) -> No
     )
     with pytest.raises(
         BadInputError,
-        match=r"2031-01-05: .*user_order_log.csv, line 2: date_time 2031-01-05T00:00:00 is"
-        r" outside the marts' calendar 2020-01-01..2030-12-31",
+        match=r"user_order_log.csv of 2031-01-05, line 2, column date_time: date_time"
+        r" 2031-01-05T00:00:00 is outside the marts' calendar 2020-01-01..2030-12-31",
     ):
         load_increment(conn, date(2031, 1, 5), {"user_order_log": path}, "future")
     assert query(conn, "select count(*) from staging.user_order_log") == [(0,)]
@@ -513,17 +541,35 @@ def test_rows_outside_the_marts_calendar_are_refused(conn, tmp_path: Path) -> No
 ROW = "{i},k{i},2024-10-02T00:00:00,0,Москва,1,Анна,Лебедева,1,Томаты,1,50"
 
 
+QUOTED_CRLF = '"То\r\nматы"'
+
+
 def _row(i: int, old: str = "", new: str = "") -> str:
     return ROW.format(i=i).replace(old, new) if old else ROW.format(i=i)
 
 
 ODD_BAD_FILES = [
     # (what, file bytes, line, reason)
+    # COPY reads one kind of line ending per file: a file that mixes them is refused
     (
-        "CRLF header, LF rows (mixed endings), bad amount",
+        "CRLF header, LF rows (mixed endings)",
         f"{ORDER_HEADER}\r\n{_row(1)}\n{_row(2, ',50', ',5x')}\r\n".encode(),
+        2,
+        "line endings change within the file",
+    ),
+    (
+        "LF rows, then a CRLF row (mixed endings)",
+        f"{ORDER_HEADER}\n{_row(1)}\n{_row(2)}\r\n{_row(3)}\n".encode(),
         3,
-        "payment_amount '5x' is not an amount",
+        "line endings change within the file",
+    ),
+    (
+        "a bad amount after a quoted CRLF in a CRLF file",
+        (
+            f"{ORDER_HEADER}\r\n{_row(1, 'Томаты', QUOTED_CRLF)}\r\n{_row(2, ',50', ',5x')}\r\n"
+        ).encode(),
+        4,
+        "payment_amount '5x'",
     ),
     (
         "blank line between rows",
@@ -601,14 +647,13 @@ def test_odd_layouts_are_refused_at_the_exact_line(
     path.write_bytes(content)
     with pytest.raises(BadInputError) as caught:
         load_increment(conn, DAY_NEW_FORMAT, {"user_order_log": path}, "odd")
-    assert (caught.value.line, caught.value.file) == (line, path)
+    assert (caught.value.line, caught.value.file) == (line, path.name)
     assert reason in caught.value.reason
     assert query(conn, "select count(*) from staging.user_order_log") == [(0,)]
 
 
 ODD_GOOD_FILES = [
     ("BOM and rows", b"\xef\xbb\xbf" + f"{ORDER_HEADER}\n{_row(1)}\n{_row(2)}\n".encode(), 2),
-    ("mixed line endings", f"{ORDER_HEADER}\r\n{_row(1)}\n{_row(2)}\r\n".encode(), 2),
     ("trailing blank lines", f"{ORDER_HEADER}\n{_row(1)}\n{_row(2)}\n\n\r\n\n".encode(), 2),
     ("CR line endings", f"{ORDER_HEADER}\r{_row(1)}\r{_row(2)}".encode(), 2),
     ("exact repeats", f"{ORDER_HEADER}\n{_row(1)}\n{_row(1)}\n{_row(2)}\n".encode(), 2),
@@ -640,3 +685,101 @@ def test_quoted_and_unquoted_empty_fields_both_load_as_null(conn, tmp_path: Path
     assert query(conn, "select count(*) from staging.user_order_log where first_name is null") == [
         (2,)
     ]
+
+
+# --- columns by header name (SPEC section 2) ----------------------------------------------
+
+
+def _reorder(path: Path, target: Path, order: list[str], extra: dict[str, str]) -> Path:
+    """``path``'s rows with its columns in ``order``, plus constant ``extra`` columns."""
+    with path.open(encoding="utf-8", newline="") as source:
+        rows = list(csv.DictReader(source))
+    with target.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.DictWriter(out, [*order, *extra], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({**{name: row[name] for name in order}, **extra} for row in rows)
+    return target
+
+
+def test_columns_are_read_by_header_name_and_unknown_ones_ignored(
+    conn, fixtures_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = increment_files(fixtures_dir, DAY_NEW_FORMAT)
+    load_increment(conn, DAY_NEW_FORMAT, files, "i-2")
+    as_sent = snapshot(conn)
+
+    orders, activity = files["user_order_log"], files["user_activity_log"]
+    assert orders is not None and activity is not None
+    with orders.open(encoding="utf-8") as handle:
+        order_columns = handle.readline().strip().split(",")
+    shuffled = {
+        **files,
+        "user_order_log": _reorder(
+            orders, tmp_path / orders.name, order_columns[::-1], {"promo_code": "x"}
+        ),
+        "user_activity_log": _reorder(
+            activity,
+            tmp_path / activity.name,
+            ["quantity", "customer_id", "uniq_id", "date_time", "action_id", "id"],
+            {},
+        ),
+    }
+    with caplog.at_level(logging.WARNING, logger="ingestion.loader"):
+        load_increment(conn, DAY_NEW_FORMAT, shuffled, "i-2")
+
+    assert snapshot(conn) == as_sent
+    unknown = [r.getMessage() for r in caplog.records if "promo_code" in r.getMessage()]
+    assert unknown == ["user_order_log_inc.csv of 2024-10-02: ignoring unknown column 'promo_code'"]
+    assert all(r.levelno == logging.WARNING for r in caplog.records if "promo" in r.getMessage())
+
+
+@pytest.mark.parametrize(
+    ("header", "column", "reason"),
+    [
+        (ORDER_HEADER.replace(",quantity", ""), "quantity", "the header has no column quantity"),
+        (ORDER_HEADER.replace("id,uniq_id", "uniq_id"), "id", "the header has no column id"),
+        (f"{ORDER_HEADER},city_id", "city_id", "the header names column city_id twice"),
+    ],
+    ids=["no quantity", "no id", "city_id twice"],
+)
+def test_a_missing_or_doubled_column_is_refused_naming_it(
+    conn, tmp_path: Path, header: str, column: str, reason: str
+) -> None:
+    path = tmp_path / "user_order_log_inc.csv"
+    path.write_text(f"{header}\n{_row(1)}\n", encoding="utf-8")
+    with pytest.raises(BadInputError) as caught:
+        load_increment(conn, DAY_NEW_FORMAT, {"user_order_log": path}, "h")
+    error = caught.value
+    assert (error.file, error.line, error.column, error.reason) == (path.name, 1, column, reason)
+    assert str(error) == f"bad input: {path.name} of 2024-10-02, line 1, column {column}: {reason}"
+
+
+def test_a_newer_batch_keeps_its_rows_and_a_conflict_is_still_refused(conn, tmp_path: Path) -> None:
+    """Day 2 corrected line k1 (moved it from day 1); reloading day 1 keeps day 2's version,
+    counts it as superseded, and still refuses a file contradicting itself on k1."""
+    day_one, day_two = tmp_path / "one.csv", tmp_path / "two.csv"
+    day_one.write_text(
+        f"{ORDER_HEADER}\n{_row(1, '2024-10-02T', '2024-10-01T')}\n"
+        f"{_row(2, '2024-10-02T', '2024-10-01T')}\n",
+        encoding="utf-8",
+    )
+    day_two.write_text(f"{ORDER_HEADER}\n{_row(1, ',1,50', ',3,150')}\n", encoding="utf-8")
+    load_increment(conn, DAY_OLD_FORMAT, {"user_order_log": day_one}, "i-1")
+    moved = load_increment(conn, DAY_NEW_FORMAT, {"user_order_log": day_two}, "i-2")
+    assert moved.moved_from_days == [DAY_OLD_FORMAT]
+
+    again = load_increment(conn, DAY_OLD_FORMAT, {"user_order_log": day_one}, "i-1 again")
+    load = again.tables["user_order_log"]
+    assert (load.rows_read, load.rows_loaded, load.rows_superseded) == (2, 1, 1)
+    assert query(
+        conn, "select uniq_id, date_time::date, quantity from staging.user_order_log order by 1"
+    ) == [("k1", DAY_NEW_FORMAT, 3), ("k2", DAY_OLD_FORMAT, 1)]
+
+    day_one.write_text(
+        day_one.read_text(encoding="utf-8")
+        + _row(1, "2024-10-02T", "2024-10-01T").replace(",1,50", ",2,50")
+        + "\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(BadInputError, match="line 4, column quantity: key k1 repeats"):
+        load_increment(conn, DAY_OLD_FORMAT, {"user_order_log": day_one}, "i-1 bad")
