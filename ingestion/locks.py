@@ -1,23 +1,11 @@
-"""PostgreSQL advisory locks that keep concurrent loads and builds from interleaving.
+"""The one lock around every dbt invocation that writes the marts, and the lock wait.
 
-Two loads of the same staging table, or two dbt builds of the marts, started at once
-(two ``python -m ingestion run``, a run and an Airflow task, a retry and its original)
-must end as if they had run one after the other. Each takes an advisory lock first; the
-second waits for the first, up to a timeout, then fails with :class:`LockTimeout`
-naming what it waited for: ``another load of staging.user_order_log is running; waited
-600 s``. No row is duplicated or lost either way.
-
-- Loads take a transaction-level lock per staging table (:func:`xact_lock`, in the load's
-  own transaction, released at its commit or rollback), in :data:`ingestion.loader.TABLES`
-  order, so two loads never wait for each other crosswise.
-- Every dbt invocation that writes the marts, from the CLI (``ingestion.dbt``) or a Cosmos
-  task (the DAG's ``pre_execute``), holds one session-level lock
-  (:data:`MARTS_BUILD_LOCK_KEY`, :func:`acquire`) on a connection of its own: the two
-  sides never build at once. dbt itself is used as it is; the marts' unique keys are the
-  backstop for a terminal ``dbt build`` beside them (docs/concurrency.md).
-
-The wait is PostgreSQL's ``lock_timeout``, set for the lock statement only; its default
-comes from ``PIPELINE_LOCK_TIMEOUT_S`` (seconds, :data:`DEFAULT_TIMEOUT_S` when unset).
+A terminal ``python -m ingestion run`` (``ingestion.dbt``) and each Cosmos dbt task (the
+DAG's ``pre_execute``) hold a PostgreSQL session advisory lock, :data:`MARTS_BUILD_LOCK_KEY`,
+on a connection of their own, so the two sides never build the marts at once. Loads lock
+the staging tables they write instead (``ingestion.loader``). A side that waits longer
+than ``PIPELINE_LOCK_TIMEOUT_S`` (default 600 s) fails with :class:`LockTimeout` naming
+what it waited for: ``another dbt build of the marts ... is running; waited 600 s``.
 """
 
 from __future__ import annotations
@@ -30,26 +18,18 @@ from contextlib import contextmanager
 import psycopg2
 from psycopg2 import errors
 from psycopg2.extensions import connection as Connection
-from psycopg2.extensions import cursor as Cursor
 
 log = logging.getLogger(__name__)
 
 TIMEOUT_VARIABLE = "PIPELINE_LOCK_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 600.0
-
-# Keys of the one-bigint advisory lock space, beside migrate.MIGRATION_LOCK_KEY
-# (7_301_554_210_001). dbt's per-model locks use the two-int space (a different lock
-# tag in PostgreSQL), so they never collide with these.
+# Beside migrate.MIGRATION_LOCK_KEY (7_301_554_210_001), in the one-bigint key space.
 MARTS_BUILD_LOCK_KEY = 7_301_554_210_002
-_STAGING_LOAD_LOCK_BASE = 7_301_554_210_100
 
 
 class LockTimeout(psycopg2.OperationalError):
-    """Another load or build held the lock for longer than the timeout.
-
-    An ``OperationalError`` like PostgreSQL's own lock timeouts, so callers that retry
-    transient database faults (the DAG's tasks) retry this too.
-    """
+    """Another load or build held the lock for longer than the timeout: an
+    ``OperationalError`` like PostgreSQL's own lock timeouts, so the DAG retries it."""
 
 
 def lock_timeout_s(environ: Mapping[str, str] = os.environ) -> float:
@@ -66,30 +46,6 @@ def lock_timeout_s(environ: Mapping[str, str] = os.environ) -> float:
     return value
 
 
-def staging_load_lock_key(table_index: int) -> int:
-    """The advisory lock key of loads into the ``table_index``-th staging table."""
-    return _STAGING_LOAD_LOCK_BASE + table_index
-
-
-def xact_lock(cur: Cursor, key: int, what: str, timeout_s: float | None = None) -> None:
-    """Take a transaction-level advisory lock in ``cur``'s open transaction.
-
-    Waits up to ``timeout_s`` (default :func:`lock_timeout_s`), then raises
-    :class:`LockTimeout` ("another <what> is running; waited N s") and the transaction
-    is aborted (the caller rolls it back). The session's own ``lock_timeout`` is restored
-    for the statements that follow.
-    """
-    timeout = lock_timeout_s() if timeout_s is None else timeout_s
-    cur.execute("select current_setting('lock_timeout')")
-    previous = cur.fetchone()[0]
-    cur.execute("select set_config('lock_timeout', %s, true)", (_milliseconds(timeout),))
-    try:
-        cur.execute("select pg_advisory_xact_lock(%s)", (key,))
-    except errors.LockNotAvailable as error:
-        raise _timed_out(what, timeout) from error
-    cur.execute("select set_config('lock_timeout', %s, true)", (previous,))
-
-
 def acquire(settings: Mapping[str, str], key: int, what: str) -> Connection:
     """Take a session-level advisory lock on a connection of its own and return it.
 
@@ -103,11 +59,11 @@ def acquire(settings: Mapping[str, str], key: int, what: str) -> Connection:
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute("set lock_timeout = %s", (_milliseconds(timeout),))
+            cur.execute("set lock_timeout = %s", (f"{max(1, round(timeout * 1000))}ms",))
             cur.execute("select pg_advisory_lock(%s)", (key,))
     except errors.LockNotAvailable as error:
         conn.close()
-        raise _timed_out(what, timeout) from error
+        raise LockTimeout(f"another {what} is running; waited {timeout:g} s") from error
     except BaseException:
         conn.close()
         raise
@@ -126,8 +82,7 @@ def session_lock(settings: Mapping[str, str], key: int, what: str) -> Iterator[N
 
 
 def lock_holders(conn: Connection, key: int) -> list[int]:
-    """Process ids of the sessions holding the advisory lock ``key`` in ``conn``'s database
-    (an advisory lock is per database; for tests, messages)."""
+    """Process ids of the sessions holding the advisory lock ``key`` in ``conn``'s database."""
     with conn.cursor() as cur:
         cur.execute(
             "select pid from pg_locks where locktype = 'advisory' and granted"
@@ -136,11 +91,3 @@ def lock_holders(conn: Connection, key: int) -> list[int]:
             (key,),
         )
         return [row[0] for row in cur.fetchall()]
-
-
-def _milliseconds(seconds: float) -> str:
-    return f"{max(1, round(seconds * 1000))}ms"
-
-
-def _timed_out(what: str, timeout_s: float) -> LockTimeout:
-    return LockTimeout(f"another {what} is running; waited {timeout_s:g} s")
