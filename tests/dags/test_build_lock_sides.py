@@ -18,9 +18,11 @@ WHAT = "another dbt build of the marts"
 
 def test_a_cosmos_task_waits_for_the_clis_build(warehouse, monkeypatch) -> None:
     monkeypatch.setenv("PIPELINE_LOCK_TIMEOUT_S", "1")
-    with locks.session_lock(warehouse, locks.MARTS_BUILD_LOCK_KEY, "a CLI build"):
-        with pytest.raises(locks.LockTimeout, match=f"{WHAT} is running; waited 1 s"):
-            cosmos.hold_build_lock({})
+    with (
+        locks.session_lock(warehouse, locks.MARTS_BUILD_LOCK_KEY, "a CLI build"),
+        pytest.raises(locks.LockTimeout, match=f"{WHAT} is running; waited 1 s"),
+    ):
+        cosmos.hold_build_lock({})
     cosmos.hold_build_lock({})  # free again: taken at once
     cosmos.release_build_lock({}, None)
 
