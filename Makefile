@@ -10,7 +10,7 @@ export AIRFLOW__COSMOS__ENABLE_CACHE_DBT_YAML_SELECTORS := False
 # Cosmos and `airflow dags test` look for the `dbt` executable on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv demo status test e2e lint format lock clean bench celery-check report browser
+.PHONY: venv demo status test e2e lint format lock clean bench celery-check report browser reliability
 
 venv: $(VENV)/.installed
 
@@ -73,6 +73,9 @@ clean:
 # Slow (a few minutes), not part of `make test`; CI runs it as its own step.
 celery-check: venv manifest  ## Airflow on a real CeleryExecutor: two workers, then one killed mid-task
 	$(BIN)/python -m deploy.celery_check
+
+reliability: venv manifest  ## rewrite docs/reliability.md from the fault matrix (tests/e2e/test_fault_matrix.py)
+	RELIABILITY_DOC=docs/reliability.md $(BIN)/pytest tests/e2e/test_fault_matrix.py -q
 
 bench: venv  ## rerun the benchmarks (ratios against in-run baselines) -> docs/benchmarks.md
 	$(BIN)/python -m benchmarks

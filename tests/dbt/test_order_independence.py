@@ -117,6 +117,12 @@ def write_orders(folder: Path, rows: list[tuple[date, Line]]) -> Path:
     return path
 
 
+# Every day counts as accounted for (a source that starts after them), so each week a
+# load touches is rebuilt: what is checked here is order independence (the rule of
+# complete weeks has its own tests, tests/ingestion/test_rebuild_plan.py and tests/e2e).
+EVERY_WEEK = {"source_start": date.max}
+
+
 class History:
     """One database, the steps applied so far, and the weeks retention was built for."""
 
@@ -143,7 +149,7 @@ class History:
                 summary = load_increment(
                     conn, day, self._files([(day, line) for line in new_lines]), self._batch()
                 )
-                plan = rebuild_plan(conn, day, day, summary.rebuild_days)
+                plan = rebuild_plan(conn, day, day, summary.rebuild_days, **EVERY_WEEK)
             elif kind == "report":
                 _, start, length, new_lines = step
                 end = start + timedelta(days=length)
@@ -152,11 +158,11 @@ class History:
                     for i, line in enumerate(new_lines)
                 ]
                 summary = load_report(conn, start, end, self._files(rows), self._batch())
-                plan = rebuild_plan(conn, start, end, summary.rebuild_days)
+                plan = rebuild_plan(conn, start, end, summary.rebuild_days, **EVERY_WEEK)
             elif kind == "not_found":
                 _, day = step
                 record_not_found(conn, day, self._batch())
-                plan = rebuild_plan(conn, day, day)
+                plan = rebuild_plan(conn, day, day, **EVERY_WEEK)
             else:
                 _, monday = step  # on request: complete or not, empty or not
                 dbt.build_retention_weeks([monday])
