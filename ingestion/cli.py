@@ -106,11 +106,10 @@ def load_report() -> None:
     from ingestion import pipeline
 
     settings = require_source()
-    with connection() as conn, pipeline.scratch_dir(None) as scratch:
+    with connection() as conn:
         pipeline.migrate(conn)
         report = pipeline.request_report(settings)
-        fetched = pipeline.fetch_report(settings, report, scratch)
-        typer.echo(pipeline.load_fetched_report(conn, fetched).format())
+        typer.echo(pipeline.load_full_report(conn, report).format())
 
 
 @app.command()
@@ -120,14 +119,11 @@ def load(date: Annotated[datetime, day_option("the increment's day")]) -> None:
 
     settings = require_source()
     day = date.date()
-    with connection() as conn, pipeline.scratch_dir(None) as scratch:
+    with connection() as conn:
         pipeline.migrate(conn)
         report = pipeline.request_report(settings)
-        fetched = pipeline.fetch_increment(settings, report.report_id, day, scratch)
-        if fetched is None:
-            typer.echo(f"{day}: no increment (NOT FOUND); staging unchanged")
-            return
-        typer.echo(pipeline.load_fetched_increment(conn, fetched).format())
+        loaded = pipeline.load_day(conn, settings, report.report_id, day)
+    typer.echo(loaded.format() if loaded else f"{day}: no increment (NOT FOUND), recorded")
 
 
 def run_days(conn: Connection, settings: ApiSettings, start: date, end: date) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -56,60 +56,16 @@ def request_report(settings: ApiSettings, *, deadline_s: float | None = None) ->
     return report
 
 
-def fetch_report(settings: ApiSettings, report: Report, workdir: Path) -> dict[str, Any]:
-    """Download the full report's files; returns a JSON-able description of them."""
-    paths = fetch_files(report.files, workdir / f"report-{report.report_id}")
-    return {
-        "report_id": report.report_id,
-        "start_day": report.start_day.isoformat(),
-        "end_date": report.end_date.isoformat(),
-        "files": _as_strings(paths),
-    }
-
-
-def load_fetched_report(conn: Connection, fetched: Mapping[str, Any]) -> LoadSummary:
-    """Load a downloaded full report into staging (replaces the report's days)."""
-    return load_report(
-        conn,
-        date.fromisoformat(fetched["start_day"]),
-        date.fromisoformat(fetched["end_date"]),
-        _as_paths(fetched["files"]),
-        batch_id=str(fetched["report_id"]),
-    )
-
-
-def fetch_increment(
-    settings: ApiSettings, report_id: str, day: date, workdir: Path
-) -> dict[str, Any] | None:
-    """Download day's increment; None when the API has no increment for that day."""
-    answer = ReportApiClient(settings).get_increment(report_id, day)
-    if isinstance(answer, NotFound):
-        log.warning("no increment for %s (NOT FOUND): %s", day, answer.reason)
-        return None
-    paths = fetch_files(answer.files, workdir / f"increment-{day.isoformat()}", day=day)
-    return {
-        "day": day.isoformat(),
-        "increment_id": str(answer.increment_id),
-        "files": _as_strings(paths),
-    }
-
-
-def load_fetched_increment(conn: Connection, fetched: Mapping[str, Any]) -> LoadSummary:
-    """Load a downloaded increment into staging (replaces that day's rows)."""
-    return load_increment(
-        conn,
-        date.fromisoformat(fetched["day"]),
-        _as_paths(fetched["files"]),
-        batch_id=str(fetched["increment_id"]),
-    )
+def load_full_report(conn: Connection, report: Report, workdir: Path | None = None) -> LoadSummary:
+    """Download the full report's files into a temporary folder and load them (replaces
+    the report's days in staging)."""
+    with scratch_dir(workdir) as scratch:
+        files = fetch_files(report.files, scratch / f"report-{report.report_id}")
+        return load_report(conn, report.start_day, report.end_date, files, str(report.report_id))
 
 
 def load_day(
-    conn: Connection,
-    settings: ApiSettings,
-    report_id: str,
-    day: date,
-    workdir: Path | None = None,
+    conn: Connection, settings: ApiSettings, report_id: str, day: date, workdir: Path | None = None
 ) -> LoadSummary | None:
     """Fetch and load ``day``'s increment; None (recorded in load_audit) on NOT FOUND.
 
@@ -117,12 +73,14 @@ def load_day(
     (``workdir`` instead, when given), so the step needs nothing from another worker.
     Idempotent: a rerun replaces the day's rows again, or records NOT FOUND again.
     """
+    answer = ReportApiClient(settings).get_increment(report_id, day)
+    if isinstance(answer, NotFound):
+        log.warning("no increment for %s (NOT FOUND): %s", day, answer.reason)
+        record_not_found(conn, day, report_id)
+        return None
     with scratch_dir(workdir) as scratch:
-        fetched = fetch_increment(settings, report_id, day, scratch)
-        if fetched is None:
-            record_not_found(conn, day, report_id)
-            return None
-        return load_fetched_increment(conn, fetched)
+        files = fetch_files(answer.files, scratch / f"increment-{day.isoformat()}", day=day)
+        return load_increment(conn, day, files, batch_id=str(answer.increment_id))
 
 
 class IncompleteWeekError(RuntimeError):
@@ -287,8 +245,7 @@ def run(
         report = request_report(settings)
         if start <= report.end_date and end >= report.start_day:
             progress(f"loading report {report.report_id}", 0, 0)
-            fetched = fetch_report(settings, report, scratch)
-            summary.loads.append(load_fetched_report(conn, fetched))
+            summary.loads.append(load_full_report(conn, report, scratch))
             days = (min(end, report.end_date) - max(start, report.start_day)).days + 1
             progress(f"loaded report {report.report_id}", days, summary.loads[-1].rows_loaded)
         for day in _days(start, end):
@@ -326,11 +283,3 @@ def scratch_dir(workdir: Path | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="report-api-") as scratch:
         yield Path(scratch)
-
-
-def _as_strings(paths: Mapping[str, Path | None]) -> dict[str, str | None]:
-    return {name: str(path) if path else None for name, path in paths.items()}
-
-
-def _as_paths(paths: Mapping[str, str | None]) -> dict[str, Path | None]:
-    return {name: Path(path) if path else None for name, path in paths.items()}
