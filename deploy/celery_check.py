@@ -13,7 +13,6 @@ import shlex
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -85,13 +84,14 @@ def marts(database: str) -> list[tuple[str, str]]:
     return sorted(query(union, database=database))
 
 
-def killpg(pids: Iterable[int], sig: int) -> list[psutil.Process]:
+def killpg(procs: Iterable[psutil.Process], sig: int) -> list[psutil.Process]:
     """``sig`` to the process groups of these processes and all their descendants (Airflow
     starts each task in a group of its own); the processes found."""
     tree = []
-    for pid in pids:
+    for proc in procs:
         with suppress(psutil.Error):
-            tree += [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+            if proc.is_running():  # checks the start time: never a reused pid
+                tree += [proc, *proc.children(recursive=True)]
     for proc in tree:
         with suppress(OSError):
             if (group := os.getpgid(proc.pid)) != os.getpgrp():
@@ -108,7 +108,7 @@ class Check:
         self.port, self.report_api_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = {f"{n}@{socket.gethostname()}": n for n in AIRFLOW if "worker" in n}
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs: dict[str, psutil.Popen] = {}
 
     def env(self, name: str, service: str, warehouse: str = "warehouse") -> dict[str, str]:
         """Compose's environment of ``service`` for the local process ``name``."""
@@ -121,6 +121,7 @@ class Check:
         user, password = (quote(os.environ.get(k, ""), safe="") for k in ("PGUSER", "PGPASSWORD"))
         pg = f"{user}:{password}@{os.environ['PGHOST']}:{os.environ['PGPORT']}"  # libpq: "" is none
         env |= {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # venv's
             # addresses: the local PostgreSQL, Redis and API server
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{pg}/{self.dbs['airflow']}",
             "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{pg}/{self.dbs['airflow']}",
@@ -142,10 +143,10 @@ class Check:
         }
         return env | worker | CHECK_SETTINGS
 
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> psutil.Popen:
         folder = self.work / name
         with open(folder / "output.log", "wb") as log:
-            self.procs[name] = subprocess.Popen(
+            self.procs[name] = psutil.Popen(
                 argv, cwd=folder, env=env, stdout=log, stderr=log, start_new_session=True
             )
         return self.procs[name]
@@ -208,8 +209,7 @@ class Check:
         lost = self.wait_for("half the run done and a dbt task starting on a worker", self.victim)
         worker = self.procs.pop(self.workers[lost["hostname"]])
         os.killpg(worker.pid, signal.SIGSTOP)  # frozen: nothing forks while the tree is read
-        tree = killpg([worker.pid], signal.SIGKILL)
-        worker.wait()
+        tree = killpg([worker], signal.SIGKILL)
         say(f"SIGKILLed {lost['hostname']} ({len(tree)} processes) mid-{lost['task_id']}")
         return lost
 
@@ -281,8 +281,8 @@ def main() -> int:
     finally:
         for sig in stops:
             signal.signal(sig, signal.SIG_IGN)  # the clean-up runs to its end
-        tree = killpg((proc.pid for proc in check.procs.values()), signal.SIGTERM)
-        killpg((proc.pid for proc in psutil.wait_procs(tree, timeout=5)[1]), signal.SIGKILL)
+        tree = killpg(check.procs.values(), signal.SIGTERM)
+        killpg(psutil.wait_procs(tree, timeout=5)[1], signal.SIGKILL)
         with suppress(psycopg2.Error):
             query(*(f"drop database if exists {db} with (force)" for db in check.dbs.values()))
         with suppress(redis.RedisError):
