@@ -114,7 +114,7 @@ class Check:
         """Compose's environment of ``service`` for the local process ``name``."""
         folder, worker = self.work / name, {"AIRFLOW_WORKER_NAME": name} if "worker" in name else {}
         (folder / "tmp").mkdir(parents=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PG", "DBT"))}
+        env = {k: os.environ[k] for k in ("HOME", "LANG", "USER") if k in os.environ}  # + PATH
         api = {"REPORT_API_URL": f"http://127.0.0.1:{self.report_api_port}"}  # compose's variable
         compose = SERVICES[service].get("environment", {})
         env |= {key: compose_value(value, **worker, **api) for key, value in compose.items()}
