@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from contextlib import closing, suppress
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -28,6 +28,7 @@ import psycopg2
 import redis
 import requests
 import yaml
+from psycopg2 import sql
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICES = yaml.safe_load((REPO / "docker-compose.yaml").read_text(encoding="utf-8"))["services"]
@@ -48,7 +49,6 @@ CHECK_SETTINGS = {
 }
 PG_DEFAULTS = {"PGHOST": "127.0.0.1", "PGPORT": "5432", "PGUSER": "postgres"}
 TIMEOUT_S = 420
-T0 = time.monotonic()
 
 
 class CheckFailed(Exception):
@@ -56,7 +56,7 @@ class CheckFailed(Exception):
 
 
 def say(message: str) -> None:
-    print(f"[{time.monotonic() - T0:5.0f}s] {message}", flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def compose_value(value: Any, **variables: str) -> str:
@@ -69,19 +69,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def query(*statements: str, database: str = "postgres") -> list[tuple[Any, ...]]:
-    """Statements on the ``PG*`` server, each committed (they may create or drop databases)."""
+def query(*statements: str, database: str = "postgres", **names: str) -> list[tuple[Any, ...]]:
+    """Autocommitted statements on the ``PG*`` server; ``{name}`` quotes ``names[name]``."""
     with closing(psycopg2.connect(dbname=database)) as conn, conn.cursor() as cur:
         conn.autocommit = True
         for statement in statements:
-            cur.execute(statement)
+            cur.execute(
+                sql.SQL(statement).format(**{k: sql.Identifier(v) for k, v in names.items()})
+            )
         return cur.fetchall() if cur.description else []
 
 
-def marts(database: str) -> list[tuple[str, str]]:
-    """Every row of every mart as (table, the row's text), sorted."""
-    union = " union all ".join(f"select '{t}', {t}::text from mart.{t}" for t in MARTS)
-    return sorted(query(union, database=database))
+def marts(db: str) -> dict[str, list[tuple[str]]]:
+    """Every row of every mart as its text, sorted."""
+    return {t: sorted(query("select {t}::text from mart.{t}", database=db, t=t)) for t in MARTS}
 
 
 def killpg(procs: Iterable[psutil.Process], sig: int) -> list[psutil.Process]:
@@ -194,15 +195,12 @@ class Check:
     def victim(self) -> dict[str, Any] | None:
         """Once half the run is done, the youngest dbt task on a worker that started 1-4 s
         ago (mid-work: a kill near a task's end could let its try succeed)."""
-        tis, now = self.state("worker_killed")[1], datetime.now(UTC)
+        tis, now = self.state("worker_killed")[1], time.time()
         done = sum(ti["state"] in ("success", "skipped") for ti in tis)
-
-        def age(ti: dict[str, Any]) -> float:
-            return (now - datetime.fromisoformat(ti["start_date"])).total_seconds()
-
         dbt = [t for t in tis if t["state"] == "running" and "Dbt" in (t["operator"] or "")]
-        young = [t for t in dbt if t["hostname"] in self.workers and 1 <= age(t) <= 4]
-        return 2 * done >= len(tis) and min(young, key=age, default=None)
+        age = {t["task_id"]: now - datetime.fromisoformat(t["start_date"]).timestamp() for t in dbt}
+        young = [t for t in dbt if t["hostname"] in self.workers and 1 <= age[t["task_id"]] <= 4]
+        return 2 * done >= len(tis) and min(young, key=lambda t: age[t["task_id"]], default=None)
 
     def kill_a_worker(self) -> dict[str, Any]:
         """SIGKILL the worker of ``victim``, as when its machine dies."""
@@ -215,7 +213,7 @@ class Check:
 
     def main(self) -> None:
         for database in self.dbs.values():
-            query(f"drop database if exists {database} with (force)", f"create database {database}")
+            query("drop database if exists {db} with (force)", "create database {db}", db=database)
         redis.Redis.from_url(self.broker).ping()
         say(f"databases {', '.join(self.dbs.values())}; broker {self.broker} {self.prefix}*")
         argv = shlex.split(SERVICES["report-api"]["command"])
@@ -244,7 +242,7 @@ class Check:
             raise CheckFailed(f"run 1 did not run tasks on both of {', '.join(self.workers)}")
         run1 = marts(self.dbs["warehouse"])
 
-        query(f"drop database {self.dbs['warehouse']}", f"create database {self.dbs['warehouse']}")
+        query("drop database {db}", "create database {db}", db=self.dbs["warehouse"])
         tis, lost = self.run("worker_killed", self.kill_a_worker)
         last = next(ti for ti in tis if ti["task_id"] == lost["task_id"])  # dbt: not mapped
         if last["try_number"] <= lost["try_number"] or last["hostname"] == lost["hostname"]:
@@ -255,13 +253,12 @@ class Check:
         if baseline.wait(TIMEOUT_S):
             raise CheckFailed(f"airflow dags test failed: see {self.work / 'dags-test'}")
         expected = marts(self.dbs["baseline"])
-        if not {"f_sales", "f_customer_retention"} <= {table for table, _ in expected}:
+        if not expected["f_sales"] or not expected["f_customer_retention"]:
             raise CheckFailed("airflow dags test built empty marts: the comparison proves nothing")
         for label, actual in (("run 1", run1), ("run 2", run2)):
-            if actual != expected:
-                differ = sorted({table for table, _ in set(actual) ^ set(expected)})
+            if differ := [table for table in MARTS if actual[table] != expected[table]]:
                 raise CheckFailed(f"{label}: marts {differ} differ from airflow dags test's")
-        say(f"both runs' marts equal airflow dags test's ({len(expected)} rows)")
+        say(f"both runs' marts equal airflow dags test's ({sum(map(len, expected.values()))} rows)")
 
 
 def main() -> int:
@@ -283,8 +280,9 @@ def main() -> int:
             signal.signal(sig, signal.SIG_IGN)  # the clean-up runs to its end
         tree = killpg(check.procs.values(), signal.SIGTERM)
         killpg(psutil.wait_procs(tree, timeout=5)[1], signal.SIGKILL)
-        with suppress(psycopg2.Error):
-            query(*(f"drop database if exists {db} with (force)" for db in check.dbs.values()))
+        for database in check.dbs.values():
+            with suppress(psycopg2.Error):
+                query("drop database if exists {db} with (force)", db=database)
         with suppress(redis.RedisError):
             broker = redis.Redis.from_url(check.broker)
             for key in broker.scan_iter(match=f"{check.prefix}*"):
