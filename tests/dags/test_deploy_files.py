@@ -8,12 +8,15 @@ a report API command the CLI really has.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from deploy.celery_check import compose_value
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = REPO_ROOT / "docker-compose.yaml"
@@ -39,11 +42,6 @@ def compose() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def services(compose) -> dict[str, Any]:
     return compose["services"]
-
-
-def _interpolate(value: str) -> str:
-    """Compose's ``${VAR:-default}`` with every variable unset (the defaults)."""
-    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
 
 
 def test_dockerfile_builds_from_the_pinned_airflow_image_and_bakes_the_manifest() -> None:
@@ -96,7 +94,7 @@ def test_compose_has_the_official_airflow3_services_and_this_projects(services) 
 
 def test_every_image_is_pinned(services) -> None:
     for name, service in services.items():
-        image = _interpolate(service.get("image", ""))
+        image = compose_value(service.get("image", ""))
         assert image, f"{name} has no image"
         repo, _, tag = image.rpartition(":")
         assert repo and tag and tag != "latest", f"{name}: {image} is not pinned"
@@ -122,13 +120,13 @@ def test_connections_are_the_ones_the_dag_reads(services) -> None:
     from sales_mart_support.connections import REPORT_API_CONN_ID, WAREHOUSE_CONN_ID
 
     env = services["airflow-worker"]["environment"]
-    warehouse = json.loads(_interpolate(env[f"AIRFLOW_CONN_{WAREHOUSE_CONN_ID.upper()}"]))
-    report_api = json.loads(_interpolate(env[f"AIRFLOW_CONN_{REPORT_API_CONN_ID.upper()}"]))
+    warehouse = json.loads(compose_value(env[f"AIRFLOW_CONN_{WAREHOUSE_CONN_ID.upper()}"]))
+    report_api = json.loads(compose_value(env[f"AIRFLOW_CONN_{REPORT_API_CONN_ID.upper()}"]))
     assert warehouse["conn_type"] == "postgres" and warehouse["host"] == "warehouse"
     wh_env = services["warehouse"]["environment"]
-    assert warehouse["login"] == _interpolate(wh_env["POSTGRES_USER"])
-    assert warehouse["password"] == _interpolate(wh_env["POSTGRES_PASSWORD"])
-    assert warehouse["schema"] == _interpolate(wh_env["POSTGRES_DB"])
+    assert warehouse["login"] == compose_value(wh_env["POSTGRES_USER"])
+    assert warehouse["password"] == compose_value(wh_env["POSTGRES_PASSWORD"])
+    assert warehouse["schema"] == compose_value(wh_env["POSTGRES_DB"])
     assert report_api["conn_type"] == "http"
     assert set(report_api["extra"]) == {"nickname", "cohort"}
     # The default report API is the compose service, on the port its command serves.
@@ -200,118 +198,6 @@ def test_the_image_installs_a_locked_celery_executor(services) -> None:
     assert re.search(r"^celery==5\.6\.3$", constraints, re.M)
 
 
-# -- make celery-check runs these same services (deploy/celery_check.py) -----------------
-
-# Everything make celery-check sets differently from compose, or adds, in an Airflow
-# service's environment: addresses, ports and folders of this machine, and the check's own
-# settings (CHECK_SETTINGS, with the production values in the README). A new difference
-# must be added here, on purpose.
-CELERY_CHECK_DIFFERENCES = {
-    # addresses: the local PostgreSQL, Redis and API server
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
-    "AIRFLOW__CELERY__RESULT_BACKEND",
-    "AIRFLOW__CELERY__BROKER_URL",
-    "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX",
-    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
-    "AIRFLOW__API__BASE_URL",
-    "AIRFLOW__API__HOST",
-    "AIRFLOW__API__PORT",
-    "AIRFLOW__API_AUTH__JWT_SECRET",
-    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE",
-    "AIRFLOW_CONN_WAREHOUSE",
-    "AIRFLOW_CONN_REPORT_API",
-    # ports each container has to itself
-    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT",
-    "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
-    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
-    # folders: the repository, and one folder per process
-    "AIRFLOW_HOME",
-    "AIRFLOW__CORE__DAGS_FOLDER",
-    "AIRFLOW__LOGGING__BASE_LOG_FOLDER",
-    "DBT_PROJECT_DIR",
-    "TMPDIR",
-    "AIRFLOW__COSMOS__DBT_DOCS_PROJECTS",
-    # two workers on one host: each records its node name as the task's host name
-    "AIRFLOW__CORE__HOSTNAME_CALLABLE",
-    "AIRFLOW_WORKER_NODE_NAME",
-    # the check's own settings: timeouts, no scheduled runs, the retry-delay policy
-    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT",
-    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL",
-    "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE",
-    "PYTHONPATH",
-}
-
-
-@pytest.fixture
-def check_site(tmp_path: Path):
-    from deploy.celery_check import WORKER_NAMES, Site
-
-    return Site(
-        work=tmp_path,
-        pg={"host": "127.0.0.1", "port": "5432", "user": "postgres", "password": ""},
-        metadata_db="check_airflow",
-        warehouse_db="check_warehouse",
-        baseline_db="check_baseline",
-        broker_url="redis://127.0.0.1:6379/0",
-        broker_prefix="check:",
-        api_port=18080,
-        report_api_port=18000,
-        ports={name: 19000 + i for i, name in enumerate(("scheduler", "triggerer", *WORKER_NAMES))},
-    )
-
-
-def test_celery_check_runs_the_compose_services_with_their_environment(compose, check_site) -> None:
-    from deploy.celery_check import airflow_services, base_environment, compose_environment
-
-    specs = airflow_services(compose, check_site)
-    assert [(s.compose_service, s.name) for s in specs] == [
-        ("airflow-apiserver", "apiserver"),
-        ("airflow-scheduler", "scheduler"),
-        ("airflow-dag-processor", "dag-processor"),
-        ("airflow-triggerer", "triggerer"),
-        ("airflow-worker", "worker1"),
-        ("airflow-worker", "worker2"),
-    ]
-    base = base_environment()
-    for spec in specs:
-        variables = {"AIRFLOW_WORKER_NAME": spec.name} if spec.name.startswith("worker") else {}
-        command = _interpolate(compose["services"][spec.compose_service]["command"])
-        if variables:
-            command = command.replace("worker@", f"{spec.name}@")
-        assert spec.argv == ["airflow", *command.split()], spec.name
-        compose_env = compose_environment(compose, spec.compose_service, variables)
-        changed = {key for key, value in compose_env.items() if spec.env.get(key) != value}
-        added = {
-            key
-            for key, value in spec.env.items()
-            if key not in compose_env and base.get(key) != value
-        }
-        assert changed | added <= CELERY_CHECK_DIFFERENCES, spec.name
-        # Each process writes only in its own folder.
-        for key in ("AIRFLOW_HOME", "AIRFLOW__LOGGING__BASE_LOG_FOLDER", "TMPDIR"):
-            assert Path(spec.env[key]).is_relative_to(spec.folder), (spec.name, key)
-    workers = [spec for spec in specs if spec.compose_service == "airflow-worker"]
-    assert [w.argv[-1] for w in workers] == ["worker1@%h", "worker2@%h"]
-    assert {w.env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] for w in workers} == {"1"}
-    assert len({w.folder for w in workers}) == 2
-    assert all(w.env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor" for w in specs)
-
-
-def test_celery_check_serves_the_compose_report_api(compose, check_site) -> None:
-    import sys
-
-    from deploy.celery_check import airflow_init, report_api_spec
-
-    command = compose["services"]["report-api"]["command"].split()
-    spec = report_api_spec(compose, check_site)
-    expected = [sys.executable, *command[1:]]
-    expected[expected.index("--host") + 1] = "127.0.0.1"
-    expected[expected.index("--port") + 1] = "18000"
-    assert spec.argv == expected
-    assert airflow_init(compose, check_site).argv == ["airflow", "db", "migrate"]
-    assert compose["services"]["airflow-init"]["environment"]["_AIRFLOW_DB_MIGRATE"] == "true"
-
-
 def _airflow_options() -> set[tuple[str, str]]:
     """Every (section, option) of Airflow's own configuration and the Celery provider's."""
     import importlib.util
@@ -328,20 +214,21 @@ def _airflow_options() -> set[tuple[str, str]]:
     return {(name, option) for name, body in sections.items() for option in body["options"]}
 
 
-def test_celery_check_settings_are_airflow_options(compose, check_site) -> None:
-    """A misspelt AIRFLOW__SECTION__OPTION is silently ignored: check each name."""
-    from deploy.celery_check import CHECK_SETTINGS, airflow_services
+def test_airflow_settings_are_airflow_options(services, tmp_path, monkeypatch) -> None:
+    """A misspelt AIRFLOW__SECTION__OPTION is silently ignored: check each name compose and
+    make celery-check set."""
+    from deploy.celery_check import Check
 
+    for key, value in {"PGHOST": "127.0.0.1", "PGPORT": "5432", "PGUSER": "postgres"}.items():
+        monkeypatch.setenv(key, os.environ.get(key) or value)
     options = _airflow_options()
-    names = set(CHECK_SETTINGS)
-    for spec in airflow_services(compose, check_site):
-        names |= set(spec.env)
-    for name in sorted(names):
-        if not name.startswith("AIRFLOW__") or name.startswith("AIRFLOW__COSMOS__"):
-            continue
+    names = set(Check(tmp_path).env("worker1", "airflow-worker"))
+    for service in services.values():
+        names |= set(service.get("environment") or {})
+    for name in sorted(n for n in names if n.startswith("AIRFLOW__")):
         section, option = name.removeprefix("AIRFLOW__").lower().split("__", 1)
-        if section == "celery_broker_transport_options":
-            continue  # free-form: passed to kombu as is
+        if section in ("cosmos", "celery_broker_transport_options"):
+            continue  # Cosmos's own; passed to kombu as is
         assert (section, option) in options, name
 
 
