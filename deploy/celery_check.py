@@ -30,11 +30,12 @@ import requests
 import yaml
 from psycopg2 import sql
 
+from ingestion.project import MART_TABLES, SALES_MART_DAG_ID
+
 REPO = Path(__file__).resolve().parent.parent
 SERVICES = yaml.safe_load((REPO / "docker-compose.yaml").read_text(encoding="utf-8"))["services"]
-DAG_ID = "sales_mart"
+DAG_ID = SALES_MART_DAG_ID
 DAY = "2024-10-06"  # a Sunday the local report API serves: the run builds its week too
-MARTS = ("d_calendar", "d_city", "d_customer", "d_item", "f_sales", "f_customer_retention")
 AIRFLOW = ("apiserver", "scheduler", "dag-processor", "triggerer", "worker1", "worker2")
 # The check's own settings (production's in docs/scaling.md): a killed worker's try fails
 # after 15 s without a heartbeat, not 300 s; check_settings/airflow_local_settings.py
@@ -82,7 +83,9 @@ def query(*statements: str, database: str = "postgres", **names: str) -> list[tu
 
 def marts(db: str) -> dict[str, list[tuple[str]]]:
     """Every row of every mart as its text, sorted."""
-    return {t: sorted(query("select {t}::text from mart.{t}", database=db, t=t)) for t in MARTS}
+    return {
+        t: sorted(query("select {t}::text from mart.{t}", database=db, t=t)) for t in MART_TABLES
+    }
 
 
 def killpg(procs: Iterable[psutil.Process], sig: int) -> list[psutil.Process]:
@@ -256,7 +259,7 @@ class Check:
         if not expected["f_sales"] or not expected["f_customer_retention"]:
             raise CheckFailed("airflow dags test built empty marts: the comparison proves nothing")
         for label, actual in (("run 1", run1), ("run 2", run2)):
-            if differ := [table for table in MARTS if actual[table] != expected[table]]:
+            if differ := [table for table in MART_TABLES if actual[table] != expected[table]]:
                 raise CheckFailed(f"{label}: marts {differ} differ from airflow dags test's")
         say(f"both runs' marts equal airflow dags test's ({sum(map(len, expected.values()))} rows)")
 

@@ -109,7 +109,7 @@ def load_report() -> None:
     with connection() as conn:
         pipeline.migrate(conn)
         report = pipeline.request_report(settings)
-        typer.echo(pipeline.load_full_report(conn, report).format())
+        typer.echo(pipeline.load_full_report(conn, settings, report).format())
 
 
 @app.command()

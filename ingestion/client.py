@@ -290,18 +290,15 @@ class ReportApiClient:
 
     # -- files ------------------------------------------------------------------------
 
-    def download(self, url: str, dest: Path, *, day: date | None = None) -> Path | None:
-        """Stream ``url`` to ``dest``; None when the file does not exist (404).
-
-        A body that breaks off mid-stream is fetched again from the start, up to three
-        times; ``dest`` only ever holds a complete file.
-        """
-        return _download(self._session, url, Path(dest), day=day, timeout=self._timeout)
-
     def fetch_files(
         self, files: Mapping[str, str], dest_dir: Path, *, day: date | None = None
     ) -> dict[str, Path | None]:
-        """Download every file of a report or increment; see the module-level ``fetch_files``."""
+        """Download every file of a report or increment into ``dest_dir``.
+
+        Keys of the result are logical names without ``_inc`` (``user_order_log``), values
+        the local paths, named as the source names them (``user_order_log_inc.csv``) so
+        that errors name the source's file; None: the source has no such file (404).
+        """
         return _fetch_all(self._session, files, Path(dest_dir), day=day, timeout=self._timeout)
 
     # -- plumbing ---------------------------------------------------------------------
@@ -352,39 +349,10 @@ class ReportApiClient:
         return text.replace(key, "***") if key else text
 
 
-def new_session(retry: Retry | None = None) -> requests.Session:
-    """A requests session with the transient-failure ``Retry`` policy mounted."""
-    session = requests.Session()
-    _mount_retry(session, retry)
-    return session
-
-
 def _mount_retry(session: requests.Session, retry: Retry | None) -> None:
     adapter = HTTPAdapter(max_retries=retry or default_retry())
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-
-
-def fetch_files(
-    files: Mapping[str, str],
-    dest_dir: Path,
-    *,
-    day: date | None = None,
-    timeout: tuple[float, float] | None = None,
-    retry: Retry | None = None,
-) -> dict[str, Path | None]:
-    """Download every file of a report or increment into ``dest_dir``.
-
-    Keys of the result are logical names without ``_inc`` (``user_order_log``, ...),
-    values the local paths, named after the source's keys (``user_order_log_inc.csv``) so
-    that errors name the source's file; None means the source has no such file (404) and the caller
-    decides what that means. No API settings are needed: file URLs are pre-signed.
-    Passing ``day`` lets the log lines name the day a missing file belongs to.
-    """
-    with new_session(retry) as session:
-        return _fetch_all(
-            session, files, Path(dest_dir), day=day, timeout=timeout or default_timeout()
-        )
 
 
 def _fetch_all(

@@ -22,7 +22,7 @@ from typing import Any
 from psycopg2.extensions import connection as Connection
 
 from ingestion import dbt
-from ingestion.client import NotFound, Report, ReportApiClient, fetch_files
+from ingestion.client import NotFound, Report, ReportApiClient
 from ingestion.config import ApiSettings
 from ingestion.dates import iso_week_bounds, week_starts_ending_within
 from ingestion.loader import LoadSummary, load_increment, load_report, record_not_found
@@ -56,11 +56,13 @@ def request_report(settings: ApiSettings, *, deadline_s: float | None = None) ->
     return report
 
 
-def load_full_report(conn: Connection, report: Report, workdir: Path | None = None) -> LoadSummary:
+def load_full_report(
+    conn: Connection, settings: ApiSettings, report: Report, workdir: Path | None = None
+) -> LoadSummary:
     """Download the full report's files into a temporary folder and load them (replaces
     the report's days in staging)."""
-    with scratch_dir(workdir) as scratch:
-        files = fetch_files(report.files, scratch / f"report-{report.report_id}")
+    with scratch_dir(workdir) as scratch, ReportApiClient(settings) as client:
+        files = client.fetch_files(report.files, scratch / f"report-{report.report_id}")
         return load_report(conn, report.start_day, report.end_date, files, str(report.report_id))
 
 
@@ -73,13 +75,15 @@ def load_day(
     (``workdir`` instead, when given), so the step needs nothing from another worker.
     Idempotent: a rerun replaces the day's rows again, or records NOT FOUND again.
     """
-    answer = ReportApiClient(settings).get_increment(report_id, day)
-    if isinstance(answer, NotFound):
-        log.warning("no increment for %s (NOT FOUND): %s", day, answer.reason)
-        record_not_found(conn, day, report_id)
-        return None
-    with scratch_dir(workdir) as scratch:
-        files = fetch_files(answer.files, scratch / f"increment-{day.isoformat()}", day=day)
+    with ReportApiClient(settings) as client:
+        answer = client.get_increment(report_id, day)
+        if isinstance(answer, NotFound):
+            log.warning("no increment for %s (NOT FOUND): %s", day, answer.reason)
+            record_not_found(conn, day, report_id)
+            return None
+        with scratch_dir(workdir) as scratch:
+            folder = scratch / f"increment-{day.isoformat()}"
+            files = client.fetch_files(answer.files, folder, day=day)
         return load_increment(conn, day, files, batch_id=str(answer.increment_id))
 
 
@@ -245,7 +249,7 @@ def run(
         report = request_report(settings)
         if start <= report.end_date and end >= report.start_day:
             progress(f"loading report {report.report_id}", 0, 0)
-            summary.loads.append(load_full_report(conn, report, scratch))
+            summary.loads.append(load_full_report(conn, settings, report, scratch))
             days = (min(end, report.end_date) - max(start, report.start_day)).days + 1
             progress(f"loaded report {report.report_id}", days, summary.loads[-1].rows_loaded)
         for day in _days(start, end):

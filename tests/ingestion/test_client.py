@@ -26,7 +26,6 @@ from ingestion.client import (
     ReportApiError,
     ReportTimeout,
     default_retry,
-    fetch_files,
 )
 from ingestion.config import ApiSettings, ConfigurationError
 from local_report_api import LocalApiConfig, LocalReportApi
@@ -183,23 +182,6 @@ def test_fetch_report_files(client: ReportApiClient, report: Report, tmp_path: P
     price_log = paths["price_log"]
     assert price_log is not None
     assert price_log.read_text(encoding="utf-8").splitlines()[0] == "Молоко 1%,100"
-
-
-def test_module_level_fetch_files_needs_no_api_settings(
-    client: ReportApiClient, report: Report, tmp_path: Path
-) -> None:
-    day = date(2024, 10, 2)
-    increment = client.get_increment(report.report_id, day)
-    assert isinstance(increment, Increment)
-    paths = fetch_files(increment.files, tmp_path, day=day)
-    assert set(paths) == LOGICAL_NAMES
-    assert paths["customer_research"] is None
-    assert paths == client.fetch_files(increment.files, tmp_path / "again", day=day) | {
-        name: tmp_path / f"{name}_inc.csv" for name in LOGICAL_NAMES - {"customer_research"}
-    }
-    assert (tmp_path / "user_order_log_inc.csv").read_bytes() == (
-        tmp_path / "again" / "user_order_log_inc.csv"
-    ).read_bytes()
 
 
 def test_download_of_a_missing_file_returns_none(
