@@ -84,7 +84,7 @@ def load_day(
         with scratch_dir(workdir) as scratch:
             folder = scratch / f"increment-{day.isoformat()}"
             files = client.fetch_files(answer.files, folder, day=day)
-        return load_increment(conn, day, files, batch_id=str(answer.increment_id))
+            return load_increment(conn, day, files, batch_id=str(answer.increment_id))
 
 
 class IncompleteWeekError(RuntimeError):

@@ -76,7 +76,13 @@ def dbt_group(
             test_indirect_selection=TestIndirectSelection.BUILDABLE,
         ),
         render_config=RenderConfig(
-            load_method=LoadMode.DBT_MANIFEST, selector=selector, test_behavior=test_behavior
+            load_method=LoadMode.DBT_MANIFEST,
+            selector=selector,
+            test_behavior=test_behavior,
+            # The DAG records the retention mart's asset itself (publish_retention): Cosmos
+            # would build asset URIs from the profile's host, and a unix-socket folder
+            # (the embedded warehouse's) is no URI host.
+            emit_datasets=False,
         ),
         operator_args={"pre_execute": hold_build_lock, "post_execute": release_build_lock},
         **kwargs,

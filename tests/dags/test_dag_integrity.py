@@ -165,6 +165,7 @@ def test_sales_group_builds_dimensions_and_f_sales_for_the_day(dag) -> None:
         assert task.install_deps is False, task.task_id
         assert not getattr(task, "full_refresh", False), task.task_id
         assert task.profile_config.profile_mapping.conn_id == "warehouse"
+        assert task.emit_datasets is False  # no asset URI from a socket-folder host
         # the CLI's build lock, held around the task's dbt invocation
         assert task._pre_execute_hook.__name__ == "hold_build_lock", task.task_id
         assert task._post_execute_hook.__name__ == "release_build_lock", task.task_id
