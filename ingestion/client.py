@@ -1,19 +1,10 @@
 """Client of the report API (SPEC section 2): reports, increments and file downloads.
 
-Fault handling is layered on purpose:
-
-- transient HTTP failures (connection errors, read timeouts, 5xx, 429) are retried by
-  urllib3's ``Retry`` mounted on the session, with exponential backoff that honours
-  ``Retry-After``; POST is included because ``generate_report`` only starts a task and a
-  repeated one is harmless;
-- waiting for a report is a bounded exponential poll with an overall deadline (tenacity);
-- a file that breaks off mid-stream is downloaded again from the start (tenacity), always
-  into a temporary file that is renamed only when complete, so a partial file never
-  appears under the final name.
-
-The API key is sent in a header and nowhere else: it never appears in logs, exception
-messages or reprs. File URLs are pre-signed in production, so downloads carry no API
-headers (S3 must not see the key) and are logged without their query string.
+Transient HTTP failures (connection errors, read timeouts, 5xx, 429) are retried by
+urllib3's ``Retry`` on the session (backoff, ``Retry-After``); waiting for a report is a
+bounded poll with a deadline, and a file that breaks off is downloaded again (tenacity),
+into a temporary file renamed only when complete. The API key is sent in a header and
+nowhere else; file URLs are pre-signed, so downloads carry no API headers.
 """
 
 from __future__ import annotations
@@ -71,7 +62,7 @@ class UnexpectedResponseError(ReportApiError):
 
 
 class DownloadError(ReportApiError):
-    """A file could not be downloaded (other than a 404, which means 'no such file')."""
+    """A file could not be downloaded (a 404 means 'no such file' instead)."""
 
 
 class ReportTimeout(ReportApiError):
@@ -79,8 +70,6 @@ class ReportTimeout(ReportApiError):
 
     def __init__(self, task_id: str, deadline_s: float) -> None:
         super().__init__(f"report task {task_id} still RUNNING after {deadline_s:g}s")
-        self.task_id = task_id
-        self.deadline_s = deadline_s
 
 
 @dataclass(frozen=True)
@@ -184,16 +173,11 @@ class ReportApiClient:
     def __repr__(self) -> str:
         return f"ReportApiClient(base_url={self._settings.base_url!r})"
 
-    def close(self) -> None:
-        self._session.close()
-
     def __enter__(self) -> ReportApiClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    # -- API calls --------------------------------------------------------------------
+        self._session.close()
 
     def generate_report(self) -> str:
         """Start building a report; returns the task id to poll."""
@@ -252,15 +236,7 @@ class ReportApiClient:
             report = retrying(self.get_report, task_id)
         except RetryError:
             raise ReportTimeout(task_id, deadline_s) from None
-        if report is None:  # pragma: no cover - tenacity only returns a non-retried result
-            raise ReportTimeout(task_id, deadline_s)
-        logger.info(
-            "report %s ready: %s..%s, %d files",
-            report.report_id,
-            report.start_day,
-            report.end_date,
-            len(report.files),
-        )
+        logger.info("report %s ready: %s..%s", report.report_id, report.start_day, report.end_date)
         return report
 
     def get_increment(self, report_id: str, day: date) -> Increment | NotFound:
@@ -288,8 +264,6 @@ class ReportApiClient:
             files=dict(files),
         )
 
-    # -- files ------------------------------------------------------------------------
-
     def fetch_files(
         self, files: Mapping[str, str], dest_dir: Path, *, day: date | None = None
     ) -> dict[str, Path | None]:
@@ -301,21 +275,14 @@ class ReportApiClient:
         """
         return _fetch_all(self._session, files, Path(dest_dir), day=day, timeout=self._timeout)
 
-    # -- plumbing ---------------------------------------------------------------------
-
     def _call(
         self, method: str, path: str, *, params: Mapping[str, str] | None = None
     ) -> dict[str, Any]:
         """One API call with the contract headers; errors become ReportApiError subclasses."""
         url = f"{self._settings.base_url}{path}"
         try:
-            response = self._session.request(
-                method,
-                url,
-                params=params,
-                headers=self._settings.headers(),
-                timeout=self._timeout,
-            )
+            response = self._session.request(method, url, params=params, timeout=self._timeout,
+                                             headers=self._settings.headers())  # fmt: skip
         except requests.RequestException as exc:
             raise ReportApiError(
                 f"{method} {path} failed after retries: {self._redact(str(exc))}"
