@@ -221,8 +221,11 @@ def _run(conn: Connection, migration: Migration, *, set_aside_views: bool) -> No
     try:
         with conn.cursor() as cur:
             if set_aside_views:
+                # names schema-qualified, in the views' definitions too
+                cur.execute("set local search_path = pg_catalog")
                 cur.execute(DEPENDENT_VIEWS_SQL)
                 views = cur.fetchall()
+                cur.execute("reset search_path")
                 if views:
                     cur.execute("drop view " + ", ".join(name for name, _ in views))
             cur.execute(migration.sql)
