@@ -42,6 +42,7 @@ Step = tuple[list[str], dict[str, str]]  # dbt's arguments, the period's environ
 State = dict[str, list[tuple] | None]
 
 SALES, RETENTION = ["build", "--selector", "sales_mart"], ["build", "--selector", "retention_mart"]
+BUILDABLE = ["--indirect-selection", "buildable"]  # the tests, as the selectors pick them
 # The builds of a deployment's first days and weeks, one after the other.
 STEPS: dict[str, Step] = {
     "report days": (SALES, {"RETAIL_DAY": "2024-09-08..2024-09-30"}),
@@ -200,8 +201,15 @@ def test_two_snapshots_at_once(chain) -> None:
 
 
 def test_two_first_builds_of_a_day(chain) -> None:
+    """A Cosmos task's build of f_sales for a new day, and its retry, at once (the
+    dimensions and the snapshot built before, as the tasks upstream of it did)."""
     before, after = chain
-    _race(before["2024-10-02"], STEPS["2024-10-02"], after["2024-10-02"], at="mart.f_sales")
+    settings = before["2024-10-02"]
+    day = STEPS["2024-10-02"][1]
+    upstream = "path:models/staging d_calendar +d_city +d_customer +d_item path:snapshots"
+    _build(settings, (["build", "--select", upstream, *BUILDABLE], day))
+    f_sales = (["build", "--select", "fqn:retail.marts.f_sales", *BUILDABLE], day)
+    _race(settings, f_sales, after["2024-10-02"], at="mart.f_sales")
 
 
 def test_two_first_builds_of_a_week(chain) -> None:
