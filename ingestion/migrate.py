@@ -216,37 +216,33 @@ def _apply_one(conn: Connection, migration: Migration) -> None:
 
 
 def _run(conn: Connection, migration: Migration, *, set_aside_views: bool) -> None:
+    """The migration and its record, uncommitted; its notices logged once it succeeded."""
     del conn.notices[:]
     views: list[tuple[str, str]] = []
-    try:
-        with conn.cursor() as cur:
-            if set_aside_views:
-                # names schema-qualified, in the views' definitions too
-                cur.execute("set local search_path = pg_catalog")
-                cur.execute(DEPENDENT_VIEWS_SQL)
-                views = cur.fetchall()
-                cur.execute("reset search_path")
-                if views:
-                    cur.execute("drop view " + ", ".join(name for name, _ in views))
-            cur.execute(migration.sql)
-            for name, recreate in views:
-                try:
-                    cur.execute(recreate)
-                except psycopg2.Error as exc:
-                    raise MigrationError(f"view {name} could not be recreated: {exc}") from exc
-            cur.execute(
-                "insert into staging.schema_migrations (version, name, checksum)"
-                " values (%s, %s, %s)",
-                (migration.version, migration.name, migration.checksum),
-            )
-    finally:
-        for notice in conn.notices:
-            severity, _, text = notice.strip().splitlines()[0].partition(":  ")
-            # `create ... if not exists` on a legacy deployment is expected, not news.
-            level = logging.DEBUG if text.endswith(", skipping") else logging.INFO
-            log.log(
-                logging.WARNING if severity == "WARNING" else level, "%s: %s", migration.name, text
-            )
-        del conn.notices[:]
+    with conn.cursor() as cur:
+        if set_aside_views:
+            # names schema-qualified, in the views' definitions too
+            cur.execute("set local search_path = pg_catalog")
+            cur.execute(DEPENDENT_VIEWS_SQL)
+            views = cur.fetchall()
+            cur.execute("reset search_path")
+            if views:
+                cur.execute("drop view " + ", ".join(name for name, _ in views))
+        cur.execute(migration.sql)
+        for name, recreate in views:
+            try:
+                cur.execute(recreate)
+            except psycopg2.Error as exc:
+                raise MigrationError(f"view {name} could not be recreated: {exc}") from exc
+        cur.execute(
+            "insert into staging.schema_migrations (version, name, checksum) values (%s, %s, %s)",
+            (migration.version, migration.name, migration.checksum),
+        )
+    for notice in conn.notices:
+        severity, _, text = notice.strip().splitlines()[0].partition(":  ")
+        # `create ... if not exists` on a legacy deployment is expected, not news.
+        level = logging.DEBUG if text.endswith(", skipping") else logging.INFO
+        log.log(logging.WARNING if severity == "WARNING" else level, "%s: %s", migration.name, text)
+    del conn.notices[:]
     if views:
         log.info("%s: recreated the views %s", migration.name, ", ".join(name for name, _ in views))
