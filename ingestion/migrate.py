@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
-from psycopg2 import errors
+from psycopg2 import errors, sql
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 from psycopg2.extensions import connection as Connection
 
@@ -71,7 +71,8 @@ with recursive dependent (oid, depth) as (
     where dep.classid = 'pg_rewrite'::regclass and rewrite.ev_class <> dependent.oid
 )
 select
-    v.oid::regclass::text,
+    (select nspname from pg_namespace where oid = v.relnamespace),
+    v.relname,
     format('create view %s%s as %s', v.oid::regclass,
         ' with (' || array_to_string(v.reloptions, ', ') || ')', pg_get_viewdef(v.oid))
     || format(' alter view %s owner to %I;', v.oid::regclass, pg_get_userbyid(v.relowner))
@@ -218,7 +219,7 @@ def _apply_one(conn: Connection, migration: Migration) -> None:
 def _run(conn: Connection, migration: Migration, *, set_aside_views: bool) -> None:
     """The migration and its record, uncommitted; its notices logged once it succeeded."""
     del conn.notices[:]
-    views: list[tuple[str, str]] = []
+    views: list[tuple[str, str, str]] = []
     with conn.cursor() as cur:
         if set_aside_views:
             # names schema-qualified, in the views' definitions too
@@ -227,13 +228,14 @@ def _run(conn: Connection, migration: Migration, *, set_aside_views: bool) -> No
             views = cur.fetchall()
             cur.execute("reset search_path")
             if views:
-                cur.execute("drop view " + ", ".join(name for name, _ in views))
+                names = [sql.Identifier(schema, name) for schema, name, _ in views]
+                cur.execute(sql.SQL("drop view {}").format(sql.SQL(", ").join(names)))
         cur.execute(migration.sql)
-        for name, recreate in views:
+        for schema, name, recreate in views:
             try:
                 cur.execute(recreate)
             except psycopg2.Error as exc:
-                raise MigrationError(f"view {name} could not be recreated: {exc}") from exc
+                raise MigrationError(f"view {schema}.{name} could not be recreated: {exc}") from exc
         cur.execute(
             "insert into staging.schema_migrations (version, name, checksum) values (%s, %s, %s)",
             (migration.version, migration.name, migration.checksum),
@@ -245,4 +247,5 @@ def _run(conn: Connection, migration: Migration, *, set_aside_views: bool) -> No
         log.log(logging.WARNING if severity == "WARNING" else level, "%s: %s", migration.name, text)
     del conn.notices[:]
     if views:
-        log.info("%s: recreated the views %s", migration.name, ", ".join(name for name, _ in views))
+        recreated = ", ".join(f"{schema}.{name}" for schema, name, _ in views)
+        log.info("%s: recreated the views %s", migration.name, recreated)
