@@ -12,7 +12,11 @@ Why it is built this way:
 - Each migration runs in its own transaction together with the row that records it, so
   a failure leaves the database at the previous version, never half-way through one.
 - A recorded migration whose file changed since is reported, not re-run: editing an
-  applied migration is a mistake to fix with a new migration.
+  applied migration is a mistake to fix with a new migration. The one exception is
+  listed in ``EARLIER_VERSIONS`` (docs/compatibility.md says why).
+- A user's view on a staging or mart table must not block an upgrade that changes a
+  column it reads: such a migration is run again with the views on those tables dropped
+  and recreated in its transaction (definition, options, owner, privileges, comment).
 - Migrations run as a superuser (0008 creates the cluster's roles and hands tables to
   them); once applied, any role that may read ``staging.schema_migrations`` (the loader's)
   can call :func:`migrate` to check that nothing is pending.
@@ -26,6 +30,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg2
+from psycopg2 import errors, sql
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 from psycopg2.extensions import connection as Connection
 
@@ -36,6 +42,54 @@ MIGRATION_FILE = re.compile(r"^(?P<version>\d{4})_(?P<slug>[a-z0-9_]+)\.sql$")
 
 # Arbitrary but fixed: the advisory lock key every migrate() run agrees on.
 MIGRATION_LOCK_KEY = 7_301_554_210_001
+
+# Checksums of earlier versions of a migration that deployments applied, which stay
+# valid: 0003 kept the lowest `id` of repeated legacy rows, its revision keeps the highest
+# and sets the other versions aside. A deployment that applied the earlier one has no
+# legacy row left to redo it on.
+EARLIER_VERSIONS = {
+    "0003": {"5cc862ed2fef2484ec2965f134bfff51984d7b55fd318693c26b9621a6357754"},
+}
+
+# Every view that reads a staging or mart table, directly or through other views, with
+# the statements that recreate it as it is; the views it reads come first.
+DEPENDENT_VIEWS_SQL = """
+with recursive dependent (oid, depth) as (
+    select rewrite.ev_class, 1
+    from pg_depend as dep
+    inner join pg_rewrite as rewrite on dep.objid = rewrite.oid
+    inner join pg_class as source on dep.refobjid = source.oid
+    inner join pg_namespace as namespace on source.relnamespace = namespace.oid
+    where
+        dep.classid = 'pg_rewrite'::regclass and rewrite.ev_class <> dep.refobjid
+        and namespace.nspname in ('staging', 'mart') and source.relkind in ('r', 'p')
+    union all
+    select rewrite.ev_class, dependent.depth + 1
+    from dependent
+    inner join pg_depend as dep on dep.refobjid = dependent.oid
+    inner join pg_rewrite as rewrite on dep.objid = rewrite.oid
+    where dep.classid = 'pg_rewrite'::regclass and rewrite.ev_class <> dependent.oid
+)
+select
+    (select nspname from pg_namespace where oid = v.relnamespace),
+    v.relname,
+    format('create view %s%s as %s', v.oid::regclass,
+        ' with (' || array_to_string(v.reloptions, ', ') || ')', pg_get_viewdef(v.oid))
+    || format(' alter view %s owner to %I;', v.oid::regclass, pg_get_userbyid(v.relowner))
+    || format(' comment on view %s is %L;', v.oid::regclass, obj_description(v.oid, 'pg_class'))
+    || coalesce((
+        select string_agg(format(' grant %s on %s to %s%s;', acl.privilege_type, v.oid::regclass,
+            coalesce(quote_ident(pg_get_userbyid(nullif(acl.grantee, 0))), 'public'),
+            case when acl.is_grantable then ' with grant option' end), '')
+        from aclexplode(v.relacl) as acl
+        where acl.grantee <> v.relowner
+    ), '')
+from dependent
+inner join pg_class as v on dependent.oid = v.oid
+where v.relkind = 'v'
+group by v.oid
+order by max(dependent.depth)
+"""
 
 BOOTSTRAP_SQL = """
 create schema if not exists staging;
@@ -123,7 +177,8 @@ def _apply_pending(conn: Connection, migrations: list[Migration]) -> list[str]:
     for migration in migrations:
         recorded = applied.get(migration.version)
         if recorded is not None:
-            if recorded != migration.checksum:
+            earlier = EARLIER_VERSIONS.get(migration.version, set())
+            if recorded != migration.checksum and recorded not in earlier:
                 log.warning(
                     "migration %s changed after it was applied; not re-running it "
                     "(add a new migration instead)",
@@ -140,27 +195,57 @@ def _apply_pending(conn: Connection, migrations: list[Migration]) -> list[str]:
 
 
 def _apply_one(conn: Connection, migration: Migration) -> None:
-    """Run one migration and record it, in one transaction; log its NOTICEs."""
-    del conn.notices[:]
+    """Run one migration and record it, in one transaction; log its notices.
+
+    A migration that fails because views read what it changes ("cannot alter type of a
+    column used by a view", "other objects depend on it") runs again with them set aside.
+    """
     try:
-        with conn.cursor() as cur:
-            cur.execute(migration.sql)
-            cur.execute(
-                "insert into staging.schema_migrations (version, name, checksum)"
-                " values (%s, %s, %s)",
-                (migration.version, migration.name, migration.checksum),
-            )
+        try:
+            _run(conn, migration, set_aside_views=False)
+        except (errors.FeatureNotSupported, errors.DependentObjectsStillExist) as exc:
+            conn.rollback()
+            log.info("%s: %s; running it again with the views set aside", migration.name, exc)
+            _run(conn, migration, set_aside_views=True)
         conn.commit()
     except Exception as exc:
         conn.rollback()
         raise MigrationError(
             f"migration {migration.name} failed and was rolled back: {exc}"
         ) from exc
-    finally:
-        for notice in conn.notices:
-            text = notice.strip().removeprefix("NOTICE:  ")
-            # `create ... if not exists` on a legacy deployment is expected, not news.
-            level = logging.DEBUG if text.endswith("already exists, skipping") else logging.INFO
-            log.log(level, "%s: %s", migration.name, text)
-        del conn.notices[:]
     log.info("applied migration %s", migration.name)
+
+
+def _run(conn: Connection, migration: Migration, *, set_aside_views: bool) -> None:
+    """The migration and its record, uncommitted; its notices logged once it succeeded."""
+    del conn.notices[:]
+    views: list[tuple[str, str, str]] = []
+    with conn.cursor() as cur:
+        if set_aside_views:
+            # names schema-qualified, in the views' definitions too
+            cur.execute("set local search_path = pg_catalog")
+            cur.execute(DEPENDENT_VIEWS_SQL)
+            views = cur.fetchall()
+            cur.execute("reset search_path")
+            if views:
+                names = [sql.Identifier(schema, name) for schema, name, _ in views]
+                cur.execute(sql.SQL("drop view {}").format(sql.SQL(", ").join(names)))
+        cur.execute(migration.sql)
+        for schema, name, recreate in views:
+            try:
+                cur.execute(recreate)
+            except psycopg2.Error as exc:
+                raise MigrationError(f"view {schema}.{name} could not be recreated: {exc}") from exc
+        cur.execute(
+            "insert into staging.schema_migrations (version, name, checksum) values (%s, %s, %s)",
+            (migration.version, migration.name, migration.checksum),
+        )
+    for notice in conn.notices:
+        severity, _, text = notice.strip().splitlines()[0].partition(":  ")
+        # `create ... if not exists` on a legacy deployment is expected, not news.
+        level = logging.DEBUG if text.endswith(", skipping") else logging.INFO
+        log.log(logging.WARNING if severity == "WARNING" else level, "%s: %s", migration.name, text)
+    del conn.notices[:]
+    if views:
+        recreated = ", ".join(f"{schema}.{name}" for schema, name, _ in views)
+        log.info("%s: recreated the views %s", migration.name, recreated)

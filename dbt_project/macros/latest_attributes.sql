@@ -25,7 +25,7 @@ period_keys as (
 
         select stored.{{ key }}
         from {{ this }} as stored
-        where {{ period_filter('stored.last_ordered_at', 'day', 'timestamp') }}
+        where {{ period_filter('stored.last_ordered_at', 'day') }}
 
     {% endif %}
 

@@ -11,7 +11,7 @@ staging_lines as (
         date_id,
         case when status = 'refunded' then -payment_amount else payment_amount end as signed_amount
     from {{ ref('stg_report_api__user_order_log') }}
-    where {{ period_filter('ordered_at', 'day', 'timestamp') }}
+    where {{ period_filter('ordered_at', 'day') }}
     order by uniq_id asc, loaded_at desc
 
 ),

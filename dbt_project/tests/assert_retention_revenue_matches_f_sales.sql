@@ -40,7 +40,7 @@ final as (
     where
         coalesce(sales_weeks.shipped_revenue, 0)
         <> coalesce(retention_weeks.retention_revenue, 0)
-        {%- set only_held_weeks = incremental_period('week') is none %}
+        {%- set only_held_weeks = period_bounds('week') is none %}
         and {{ 'retention_weeks.period_id is not null' if only_held_weeks else 'true' }}
 
 )

@@ -1,94 +1,72 @@
 -- Move every staging table from the course's surrogate `id` to its natural key.
 --
 -- The course keyed rows on `id serial`, but `id` is only the row number inside one
--- extract file (every increment restarts at 1) and the source repeats each order line
--- several times, identical but for `id`. So a legacy table can hold the same `uniq_id`
--- more than once. Loads now replace rows by key, which needs the key to be unique.
+-- extract file, and the course's loader appended every row it got: the source's repeats
+-- (identical but for `id`) and its corrections (the same key with other values). Loads
+-- now replace rows by key, which needs the key to be unique.
 --
--- De-duplication keeps the row with the lowest `id` (the first one loaded) and raises a
--- NOTICE with how many rows were removed and how many keys had copies that differed in
--- something other than `id` (the migration runner logs both). Rows with a NULL key
--- cannot be keyed and stop the migration with a clear message instead of being dropped.
+-- Of the rows of one key, the one loaded last (highest `id`) is kept. Every other row
+-- whose values differ from it is set aside in staging.<table>_superseded, with the kept
+-- row's id and the reason (created only when there is one; the migration runner logs a
+-- WARNING with the count); exact repeats are dropped (a NOTICE counts them). Rows with a
+-- NULL key cannot be keyed and stop the migration instead of being dropped.
 --
--- Then `id` is DROPPED rather than kept nullable: it never identified anything outside
--- one file, nothing downstream reads it (dbt selects named columns), and keeping it
--- would keep a sequence default alive that new loads would have to feed or ignore.
--- Dropping the column also drops the old primary key and the serial's sequence.
+-- Then `id` is dropped with the old primary key and its sequence: it never identified
+-- anything outside one file and nothing downstream reads it.
 
 do $$
 declare
+    staging_table record;
     removed bigint;
-    conflicting bigint;
+    superseded bigint;
 begin
-    if exists (select 1 from staging.user_order_log where uniq_id is null) then
-        raise exception 'staging.user_order_log has rows with NULL uniq_id; fix or remove them, then rerun migrate';
-    end if;
-    select count(*) into conflicting from (
-        select uniq_id
-        from staging.user_order_log
-        group by uniq_id
-        having count(distinct (
-            date_time, city_id, city_name, customer_id, first_name, last_name,
-            item_id, item_name, quantity, payment_amount, status
-        )) > 1
-    ) as differing;
-    delete from staging.user_order_log
-    where id in (
-        select id from (
-            select id, row_number() over (partition by uniq_id order by id) as copy_number
-            from staging.user_order_log
-        ) as ranked
-        where copy_number > 1
-    );
-    get diagnostics removed = row_count;
-    raise notice 'staging.user_order_log: removed % repeated rows (same uniq_id, kept the lowest id); % uniq_id had copies that differed', removed, conflicting;
+    for staging_table in
+        select * from (values
+            ('user_order_log', 'uniq_id'),
+            ('user_activity_log', 'uniq_id'),
+            ('customer_research', 'date_id, category_id, geo_id')
+        ) as keyed (name, key_columns)
+    loop
+        execute format(
+            'select count(*) from staging.%I where not (row(%s) is not null)',
+            staging_table.name, staging_table.key_columns
+        ) into removed;
+        if removed > 0 then
+            raise exception 'staging.% has % rows with NULL % (its key); fix or remove them, then rerun migrate',
+                staging_table.name, removed, staging_table.key_columns;
+        end if;
 
-    if exists (select 1 from staging.user_activity_log where uniq_id is null) then
-        raise exception 'staging.user_activity_log has rows with NULL uniq_id; fix or remove them, then rerun migrate';
-    end if;
-    select count(*) into conflicting from (
-        select uniq_id
-        from staging.user_activity_log
-        group by uniq_id
-        having count(distinct (date_time, action_id, customer_id, quantity)) > 1
-    ) as differing;
-    delete from staging.user_activity_log
-    where id in (
-        select id from (
-            select id, row_number() over (partition by uniq_id order by id) as copy_number
-            from staging.user_activity_log
-        ) as ranked
-        where copy_number > 1
-    );
-    get diagnostics removed = row_count;
-    raise notice 'staging.user_activity_log: removed % repeated rows (same uniq_id, kept the lowest id); % uniq_id had copies that differed', removed, conflicting;
-
-    if exists (
-        select 1 from staging.customer_research
-        where date_id is null or category_id is null or geo_id is null
-    ) then
-        raise exception 'staging.customer_research has rows with NULL date_id, category_id or geo_id; fix or remove them, then rerun migrate';
-    end if;
-    select count(*) into conflicting from (
-        select date_id, category_id, geo_id
-        from staging.customer_research
-        group by date_id, category_id, geo_id
-        having count(distinct (sales_qty, sales_amt)) > 1
-    ) as differing;
-    delete from staging.customer_research
-    where id in (
-        select id from (
-            select
-                id,
-                row_number() over (
-                    partition by date_id, category_id, geo_id order by id
-                ) as copy_number
-            from staging.customer_research
-        ) as ranked
-        where copy_number > 1
-    );
-    get diagnostics removed = row_count;
-    raise notice 'staging.customer_research: removed % repeated rows (same date_id, category_id, geo_id; kept the lowest id); % keys had copies that differed', removed, conflicting;
+        execute format(
+            'create temporary table kept_rows as select distinct on (%2$s) id as kept_id, %2$s'
+            ' from staging.%1$I order by %2$s, id desc',
+            staging_table.name, staging_table.key_columns
+        );
+        execute format($sql$
+            create temporary table superseded_rows as
+            select older.*, kept_rows.kept_id as superseded_by_id,
+                'a later row of the same key (higher id) replaced it'::text as reason
+            from staging.%1$I as older
+            inner join kept_rows using (%2$s)
+            inner join staging.%1$I as newest on kept_rows.kept_id = newest.id
+            where older.id <> newest.id and to_jsonb(older) - 'id' <> to_jsonb(newest) - 'id'
+        $sql$, staging_table.name, staging_table.key_columns);
+        execute format(
+            'delete from staging.%I where id not in (select kept_id from kept_rows)',
+            staging_table.name
+        );
+        get diagnostics removed = row_count;
+        select count(*) into superseded from superseded_rows;
+        if superseded > 0 then
+            execute format(
+                'create table staging.%I as select * from superseded_rows', staging_table.name || '_superseded'
+            );
+            raise warning 'staging.%: % rows replaced by a later row of the same key (highest id kept) differ from it: kept in staging.%_superseded',
+                staging_table.name, superseded, staging_table.name;
+        end if;
+        raise notice 'staging.%: removed % repeated rows (% of them exact repeats)',
+            staging_table.name, removed, removed - superseded;
+        drop table kept_rows, superseded_rows;
+    end loop;
 end
 $$;
 

@@ -20,7 +20,7 @@ from ingestion.migrate import migrate
 from ingestion.pipeline import rebuild_plan
 from ingestion.warehouse import connect, connection
 from support.mart_tables import query
-from support.staging import REPORT_END, REPORT_START, staging_files
+from support.staging import REPORT_END, REPORT_START, load_fixtures, staging_files
 
 DAY = date(2024, 10, 1)
 GROUPS = ("retail_loader", "retail_transformer", "retail_analyst")
@@ -151,3 +151,41 @@ def test_a_second_database_migrates_with_the_roles_already_there(make_database) 
     ]
     with pytest.raises(psycopg2.Error):
         query(settings, "set role retail_analyst; select count(*) from staging.load_audit")
+
+
+def test_analysts_read_every_mart_whoever_runs_dbt(logins, make_database, fixtures_dir) -> None:
+    """dbt as the warehouse's owner (as a plain `run` with PG* set does: no
+    retail_transformer, no DBT_PGROLE): dbt's grants make every mart readable all the same."""
+    _, users = logins
+    settings = make_database()
+    load_fixtures(settings, fixtures_dir)
+    dbt.build_all(env={**settings, "DBT_PGROLE": "", "DBT_PGUSER": ""})
+    marts = query(
+        settings,
+        "select oid::regclass::text, pg_get_userbyid(relowner) from pg_class"
+        " where relnamespace = 'mart'::regnamespace and relkind in ('r', 'v') order by 1",
+    )
+    assert [name for name, _ in marts] == [
+        f"mart.{name}"
+        for name in (
+            "d_calendar",
+            "d_city",
+            "d_customer",
+            "d_customer_history",
+            "d_item",
+            "f_customer_retention",
+            "f_customer_retention_weeks",
+            "f_sales",
+        )
+    ]
+    assert settings["PGUSER"] in {owner for _, owner in marts}  # not retail_transformer's
+    for name, _ in marts:
+        (count,) = _as(settings, users["retail_analyst"], f"select count(*) from {name}")[0]
+        assert count > 0, name
+    assert _as(
+        settings,
+        users["retail_loader"],
+        "select count(*) from mart.f_customer_retention_weeks",
+    ) == [(5,)]
+    with pytest.raises(errors.InsufficientPrivilege):
+        _as(settings, users["retail_loader"], "select count(*) from mart.f_sales")

@@ -80,8 +80,8 @@ def test_f_customer_retention_matches_spec(built, staged_database, fixtures_dir:
             " where c.table_schema = 'mart' and c.table_name = 'f_customer_retention'",
         )
     )
-    assert column_types["new_customers_revenue"] == "numeric(14,2)"
-    assert column_types["returning_customers_revenue"] == "numeric(14,2)"
+    assert column_types["new_customers_revenue"] == "numeric(18,2)"
+    assert column_types["returning_customers_revenue"] == "numeric(18,2)"
 
 
 def test_dimensions_cover_the_facts(built, staged_database) -> None:
@@ -136,6 +136,16 @@ def test_rebuilding_a_period_without_rows_empties_it(built, staged_database) -> 
         staged_database,
         "select count(*) from mart.f_customer_retention where period_id = '2024-W41'",
     ) == [(0,)]
+    # the week is listed as built all the same: the planner rebuilds it if a day changes
+    assert query(
+        staged_database,
+        "select period_id, period_end, item_count from mart.f_customer_retention_weeks"
+        " where period_start = '2024-10-07'",
+    ) == [("2024-W41", date(2024, 10, 13), 0)]
+    execute(
+        staged_database,
+        "delete from mart.f_customer_retention_weeks where period_start = '2024-10-07'",
+    )
     assert snapshot(staged_database) == built
 
 

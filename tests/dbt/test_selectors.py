@@ -21,7 +21,7 @@ STAGING_VIEWS = {
     "stg_report_api__price_log",
 }
 SALES_MODELS = STAGING_VIEWS | {"d_calendar", "d_city", "d_customer", "d_item", "f_sales"}
-RETENTION_MODELS = {"f_customer_retention"}
+RETENTION_MODELS = {"f_customer_retention", "f_customer_retention_weeks"}
 
 # The selections the CLI passed before selectors.yml (ephemeral models, added since, are
 # inlined into the models that read them and selected by none of the builds).
@@ -34,7 +34,7 @@ FORMER_SALES_SELECT = [
     "+f_sales",
     "path:snapshots",  # the customer history, added since
 ]
-FORMER_RETENTION_SELECT = ["f_customer_retention"]
+FORMER_RETENTION_SELECT = ["f_customer_retention", "f_customer_retention_weeks"]
 FORMER_OPTIONS = ["--indirect-selection", "buildable", "--exclude", "config.materialized:ephemeral"]
 
 

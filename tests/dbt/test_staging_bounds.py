@@ -10,15 +10,22 @@ numeric(10,2) for existing consumers, does not.
 
 from __future__ import annotations
 
+import csv
 from datetime import date
 from decimal import Decimal
 
 import pytest
 
 from ingestion import dbt
+from ingestion.loader import load_increment
+from ingestion.warehouse import connection
 from support.mart_tables import execute, query, snapshot
 
 DAY = date(2024, 10, 2)
+ORDER_HEADER = [
+    "id", "uniq_id", "date_time", "city_id", "city_name", "customer_id", "first_name",
+    "last_name", "item_id", "item_name", "quantity", "payment_amount", "status",
+]  # fmt: skip
 INSERT_LINE = """
     insert into staging.user_order_log (uniq_id, date_time, city_id, city_name, customer_id,
         first_name, last_name, item_id, item_name, quantity, payment_amount, status,
@@ -102,4 +109,38 @@ def test_the_largest_amounts_the_loader_accepts_build(built, staged_database) ->
     finally:
         execute(staged_database, "delete from staging.user_order_log where uniq_id like 'edge-%'")
         dbt.build_sales_day(DAY)
+    assert marts(staged_database) == built
+
+
+def test_a_week_of_the_largest_amounts_the_loader_accepts_builds(
+    built, staged_database, tmp_path
+) -> None:
+    """10,001 lines of 99,999,999.99 in one week, one new customer each: the week's new
+    customer revenue, 1,000,099,999,899.99, overflows numeric(14,2) but not the mart's
+    numeric(18,2)."""
+    day, monday = date(2024, 10, 8), date(2024, 10, 7)
+    lines = 10_001
+    path = tmp_path / "user_order_log_inc.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(ORDER_HEADER)
+        for n in range(1, lines + 1):
+            writer.writerow(
+                [n, f"max-{n}", "2024-10-08T12:00:00", 1, "Москва", 900_000_000 + n, "Анна"]
+                + ["Иванова", 4, "Сахар песок", 1, "99999999.99", "shipped"]
+            )
+    with connection(staged_database) as conn:
+        load_increment(conn, day, {"user_order_log": path}, "increment-max")
+    try:
+        dbt.build_periods([day], [monday])
+        assert query(
+            staged_database,
+            "select new_customers_count, new_customers_revenue, returning_customers_revenue"
+            " from mart.f_customer_retention where period_id = '2024-W41'",
+        ) == [(lines, Decimal("99999999.99") * lines, Decimal(0))]
+    finally:
+        path.write_text(",".join(ORDER_HEADER) + "\n", encoding="utf-8")  # the day emptied
+        with connection(staged_database) as conn:
+            load_increment(conn, day, {"user_order_log": path}, "increment-empty")
+        dbt.build_periods([day], [monday])
     assert marts(staged_database) == built

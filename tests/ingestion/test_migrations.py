@@ -7,14 +7,23 @@ database runs upgrade it in place without losing a row.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
+import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from ingestion.migrate import MIGRATIONS_DIR, MigrationError, discover, migrate
+from ingestion.migrate import (
+    EARLIER_VERSIONS,
+    MIGRATIONS_DIR,
+    MigrationError,
+    discover,
+    migrate,
+)
 from ingestion.warehouse import connect
 
 EXPECTED_MIGRATIONS = [
@@ -26,6 +35,7 @@ EXPECTED_MIGRATIONS = [
     "0006_date_indexes",
     "0007_source_day",
     "0008_roles",
+    "0009_mart_keys_and_legacy_marts",
 ]
 
 # docs/contracts.md, as information_schema spells the types.
@@ -197,7 +207,7 @@ def test_failed_migration_is_rolled_back_and_named(pg_conn, tmp_path: Path) -> N
     with pytest.raises(MigrationError, match="0099_broken"):
         migrate(pg_conn, directory)
     assert scalar(pg_conn, "select to_regclass('staging.half_done')") is None
-    assert scalar(pg_conn, "select max(version) from staging.schema_migrations") == "0008"
+    assert scalar(pg_conn, "select max(version) from staging.schema_migrations") == "0009"
     # The lock was released: a later run proceeds.
     assert migrate(pg_conn) == []
 
@@ -347,3 +357,150 @@ def test_legacy_upgrade_refuses_rows_without_a_key(pg_conn) -> None:
     # Rolled back to the previous version: the data is still there to be fixed.
     assert scalar(pg_conn, "select max(version) from staging.schema_migrations") == "0002"
     assert scalar(pg_conn, "select count(*) from staging.customer_research") == 1
+
+
+def _legacy_staging(conn, orders: list[tuple]) -> None:
+    with conn.cursor() as cur:
+        cur.execute(LEGACY_DDL)
+        cur.executemany(
+            "insert into staging.user_order_log (uniq_id, date_time, city_id, city_name,"
+            " customer_id, first_name, last_name, item_id, item_name, quantity, payment_amount)"
+            " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            orders,
+        )
+    conn.commit()
+
+
+def test_a_legacy_correction_wins_and_the_older_versions_are_kept(pg_conn, caplog) -> None:
+    """The course's loader appended corrections: the row loaded last (highest id) wins,
+    every other version is kept with the reason, and the log says how many."""
+    first = ("c1", "2024-09-08 10:00:00", 0, "Москва", 10, "Анна", "Лебедева", 1, "Томаты")
+    _legacy_staging(
+        pg_conn,
+        [
+            (*first, 1, "100.00"),  # id 1
+            (*first, 1, "100.00"),  # id 2, an exact repeat
+            (*first, 2, "180.00"),  # id 3, a correction
+            (*first, 3, "250.00"),  # id 4, the last correction: wins
+            (*first, 3, "250.00"),  # id 5, its repeat
+        ],
+    )
+    with caplog.at_level(logging.INFO, logger="ingestion.migrate"):
+        assert migrate(pg_conn) == EXPECTED_MIGRATIONS
+    assert scalar(
+        pg_conn, "select (quantity, payment_amount)::text from staging.user_order_log"
+    ) == ("(3,250.00)")
+    with pg_conn.cursor() as cur:
+        cur.execute(
+            "select id, quantity, payment_amount, superseded_by_id, reason"
+            " from staging.user_order_log_superseded order by id"
+        )
+        superseded = cur.fetchall()
+    pg_conn.rollback()
+    reason = "a later row of the same key (higher id) replaced it"
+    assert superseded == [
+        (1, 1, Decimal("100.00"), 5, reason),
+        (2, 1, Decimal("100.00"), 5, reason),
+        (3, 2, Decimal("180.00"), 5, reason),
+    ]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "0003_natural_keys: staging.user_order_log: 3 rows replaced by a later row of the same"
+        " key (highest id kept) differ from it: kept in staging.user_order_log_superseded"
+    ]
+    # no version differed in the other tables: no table of superseded rows for them
+    assert scalar(pg_conn, "select to_regclass('staging.user_activity_log_superseded')") is None
+
+
+@pytest.fixture
+def roles(pg_conn) -> Iterator[tuple[str, str]]:
+    """Two login roles of this test (roles are cluster-wide), dropped at the end."""
+    suffix = uuid.uuid4().hex[:8]
+    owner, reader = f"test_view_owner_{suffix}", f"test_view_reader_{suffix}"
+    with pg_conn.cursor() as cur:
+        cur.execute(f"create role {owner}; create role {reader}")
+    pg_conn.commit()
+    yield owner, reader
+    with pg_conn.cursor() as cur:
+        cur.execute(f"drop owned by {owner}, {reader} cascade; drop role {owner}, {reader}")
+    pg_conn.commit()
+
+
+def test_users_views_on_legacy_staging_survive_the_upgrade(pg_conn, roles) -> None:
+    owner, reader = roles
+    _legacy_staging(pg_conn, LEGACY_ORDERS)
+    with pg_conn.cursor() as cur:
+        cur.execute(
+            f"""
+            create schema reports;
+            grant usage, create on schema reports to {owner};
+            grant select on staging.user_order_log to {owner};
+            create view reports.daily_revenue as
+                select date_time::date as day, uniq_id, payment_amount, city_name
+                from staging.user_order_log;
+            comment on view reports.daily_revenue is 'Revenue per order line and day';
+            alter view reports.daily_revenue owner to {owner};
+            grant select on reports.daily_revenue to {reader};
+            create view reports.revenue_per_day with (security_barrier = true) as
+                select day, sum(payment_amount) as revenue from reports.daily_revenue group by day;
+            """
+        )
+    pg_conn.commit()
+    per_day = "select day::text, revenue from reports.revenue_per_day order by day"
+
+    assert migrate(pg_conn) == EXPECTED_MIGRATIONS
+
+    # the views answer, on staging without its repeated rows
+    distinct = {row[0]: row for row in LEGACY_ORDERS}.values()
+    expected = {
+        day: sum(Decimal(row[10]) for row in distinct if row[1].startswith(day))
+        for day in ("2024-09-08", "2024-09-09")
+    }
+    with pg_conn.cursor() as cur:
+        cur.execute(per_day)
+        assert dict(cur.fetchall()) == expected
+    pg_conn.rollback()
+    assert columns_of(pg_conn, "user_order_log") == FINAL_COLUMNS["user_order_log"]
+    assert scalar(
+        pg_conn,
+        "select array[pg_get_userbyid(relowner), obj_description(oid, 'pg_class'),"
+        " has_table_privilege(%s, oid, 'select')::text]"
+        " from pg_class where oid = 'reports.daily_revenue'::regclass",
+        (reader,),
+    ) == [owner, "Revenue per order line and day", "true"]
+    assert (
+        scalar(
+            pg_conn,
+            "select reloptions::text from pg_class where oid = 'reports.revenue_per_day'::regclass",
+        )
+        == "{security_barrier=true}"
+    )
+
+
+def test_a_view_that_reads_a_dropped_column_fails_the_upgrade_naming_it(pg_conn) -> None:
+    _legacy_staging(pg_conn, LEGACY_ORDERS)
+    with pg_conn.cursor() as cur:
+        cur.execute(
+            "create view public.order_rows as select id, uniq_id from staging.user_order_log"
+        )
+    pg_conn.commit()
+    with pytest.raises(
+        MigrationError, match=r"0003_natural_keys.*view public\.order_rows could not"
+    ):
+        migrate(pg_conn)
+    assert scalar(pg_conn, "select max(version) from staging.schema_migrations") == "0002"
+    assert scalar(pg_conn, "select count(*) from public.order_rows") == len(LEGACY_ORDERS)
+
+
+def test_a_deployment_that_applied_the_earlier_0003_is_up_to_date(pg_conn, caplog) -> None:
+    migrate(pg_conn)
+    for checksum, warned in ((next(iter(EARLIER_VERSIONS["0003"])), False), ("edited", True)):
+        with pg_conn.cursor() as cur:
+            cur.execute(
+                "update staging.schema_migrations set checksum = %s where version = '0003'",
+                (checksum,),
+            )
+        pg_conn.commit()
+        caplog.clear()
+        assert migrate(pg_conn) == []
+        assert ("0003_natural_keys changed after it was applied" in caplog.text) is warned

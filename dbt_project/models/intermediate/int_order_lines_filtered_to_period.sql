@@ -18,4 +18,4 @@ select
     status
 
 from {{ ref('stg_report_api__user_order_log') }}
-where {{ period_filter('ordered_at', 'day', 'timestamp') }}
+where {{ period_filter('ordered_at', 'day') }}

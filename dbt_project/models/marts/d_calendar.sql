@@ -1,3 +1,5 @@
+{{ config(materialized='table', indexes=[{'columns': ['date_id'], 'unique': true}]) }}
+
 with
 
 days as (

@@ -1,12 +1,8 @@
 {{
     config(
-        materialized='incremental',
-        incremental_strategy='period_delete+insert',
+        unique_key='customer_id',
         period_grain='day',
         period_column='last_ordered_at',
-        period_column_kind='timestamp',
-        unique_key='customer_id',
-        on_schema_change='append_new_columns',
         indexes=[
             {'columns': ['customer_id'], 'unique': true},
             {'columns': ['last_ordered_at']},

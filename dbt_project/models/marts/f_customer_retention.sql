@@ -1,16 +1,13 @@
 {{
     config(
-        materialized='incremental',
-        incremental_strategy='period_delete+insert',
+        unique_key=['period_name', 'period_id', 'item_id'],
         period_grain='week',
         period_column='period_id',
         period_column_kind='iso_week',
-        unique_key=['period_name', 'period_id', 'item_id'],
-        on_schema_change='append_new_columns',
         indexes=[
+            {'columns': ['period_name', 'period_id', 'item_id'], 'unique': true},
             {'columns': ['period_id']},
         ],
-        post_hook=["{{ record_built_weeks() }}"],
     )
 }}
 
@@ -91,10 +88,10 @@ final as (
         )::int as refunded_customer_count,
         coalesce(sum(payment_amount) filter (
             where status = 'shipped' and customer_kind = 'new'
-        ), 0)::numeric(14, 2) as new_customers_revenue,
+        ), 0)::numeric(18, 2) as new_customers_revenue,
         coalesce(sum(payment_amount) filter (
             where status = 'shipped' and customer_kind = 'returning'
-        ), 0)::numeric(14, 2) as returning_customers_revenue,
+        ), 0)::numeric(18, 2) as returning_customers_revenue,
         count(*) filter (where status = 'refunded')::int as customers_refunded
 
     from classified

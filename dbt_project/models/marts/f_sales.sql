@@ -1,12 +1,9 @@
 {{
     config(
-        materialized='incremental',
-        incremental_strategy='period_delete+insert',
+        unique_key='uniq_id',
         period_grain='day',
         period_column='date_id',
         period_column_kind='date_id',
-        unique_key='uniq_id',
-        on_schema_change='append_new_columns',
         full_refresh=false,
         indexes=[
             {'columns': ['date_id']},
