@@ -33,6 +33,10 @@ def build_task(model: str, group: str = "build_sales_mart") -> str:
     return f"{group}.{model}_model_build"
 
 
+RETENTION = build_task("f_customer_retention", "build_retention_mart")
+RETENTION_WEEKS = build_task("f_customer_retention_weeks", "build_retention_mart")
+
+
 def parse_dagbag():
     from airflow.dag_processing.dagbag import DagBag
 
@@ -118,7 +122,7 @@ def test_flow(dag) -> None:
         "build_retention_mart.f_customer_retention_model_build"
     }
     publish = dag.get_task("publish_retention")
-    assert publish.upstream_task_ids == {"build_retention_mart.f_customer_retention_model_build"}
+    assert publish.upstream_task_ids == {RETENTION_WEEKS}
     assert publish.trigger_rule == "all_success"
     assert [asset.name for asset in publish.outlets] == [RETENTION_MART_ASSET]
     # no partial week: checked after the complete weeks are built, whether any was
@@ -173,7 +177,8 @@ def test_sales_group_builds_dimensions_and_f_sales_for_the_day(dag) -> None:
 
 def test_retention_group_builds_only_the_retention_mart_for_the_week(dag) -> None:
     tasks = _dbt_tasks(dag, "build_retention_mart")
-    assert set(tasks) == {build_task("f_customer_retention", "build_retention_mart")}
+    assert set(tasks) == {RETENTION, RETENTION_WEEKS}
+    assert dag.get_task(RETENTION_WEEKS).upstream_task_ids == {RETENTION}  # the weeks it built
     for task in tasks.values():
         assert task.env == {PERIOD_ENV["week_start"]: WEEK_START_TEMPLATE}, task.task_id
         assert not task.vars, task.task_id
