@@ -130,8 +130,9 @@ def build_periods(
     """Refill the given days and rebuild the given ISO weeks (Mondays) in one dbt build;
     dbt orders f_sales before f_customer_retention, so the weeks see the refilled days."""
     mondays = sorted(set(week_starts))
-    if any(monday.isoweekday() != 1 for monday in mondays):
-        raise ValueError(f"week_start must be Mondays, got {mondays}")
+    for monday in mondays:
+        if monday.isoweekday() != 1:
+            raise ValueError(f"week_start {monday} is a {monday:%A}, not a Monday")
     days = sorted(set(days))
     periods = {"day": period_var(days)} if days else {}
     if mondays:

@@ -32,7 +32,8 @@ import pytest
 from psycopg2 import sql
 
 from ingestion import dbt
-from ingestion.warehouse import connect, drop_database
+from ingestion.warehouse import connect
+from retail_dev.embedded import drop_database
 from support.mart_tables import query
 from support.staging import load_fixtures
 
