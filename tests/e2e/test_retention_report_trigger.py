@@ -7,9 +7,9 @@ with its own AIRFLOW_HOME (SQLite metadata), the warehouse is a fresh database.
 1. ``airflow dags reserialize`` and ``unpause retention_report``, as a deployment has them.
 2. A weekday run of sales_mart (2024-10-08, D = 2024-10-07): no retention build, so no
    asset event for the mart and nothing queued for retention_report.
-3. The Monday run (2024-10-07, D = Sunday 2024-10-06) rebuilds 2024-W40: Cosmos records
-   an asset event on ``postgres://<host>:<port>/<db>/mart/f_customer_retention`` through
-   the alias retention_report is scheduled on; Airflow queues retention_report, and the
+3. The Monday run (2024-10-07, D = Sunday 2024-10-06) rebuilds 2024-W40, and its
+   ``publish_retention`` task records an event on the asset ``mart.f_customer_retention``
+   retention_report is scheduled on; Airflow queues retention_report, and the
    scheduler's own query (``DagModel.dags_needing_dagruns``) returns it.
 4. ``airflow dags test retention_report``: the HTML page and the PNGs are written, and the
    page's numbers are the mart's rows of the last weeks.
@@ -35,7 +35,6 @@ from support.report_html import mart_rows, report_tables
 pytestmark = pytest.mark.slow
 
 RETENTION_BUILD = "build_retention_mart.f_customer_retention_model_build"
-ALIAS = "sales_mart__build_retention_mart__f_customer_retention_model_build"
 # The scheduler's question, asked of the test's metadata DB: which DAGs need a run now?
 NEEDING_RUNS = """
 import json
@@ -125,48 +124,32 @@ def scenario(make_database, fixtures_dir, tmp_path_factory) -> Scenario:
 def test_a_weekday_run_queues_no_report(scenario: Scenario) -> None:
     state, tasks = scenario.runs["weekday"]
     assert state == "success" and tasks[RETENTION_BUILD] == "skipped"
-    assert tasks["build_sales_mart.f_sales_model_build"] == "success"  # f_sales announced
+    assert tasks["publish_retention"] == "skipped"
+    assert tasks["build_sales_mart.f_sales_model_build"] == "success"
     assert scenario.queued["weekday"] == []
 
 
 def test_the_monday_run_emits_the_retention_marts_asset(scenario: Scenario) -> None:
-    from cosmos.dataset import construct_dataset_uri
+    from ingestion.project import RETENTION_MART_ASSET
 
     state, tasks = scenario.runs["monday"]
     assert state == "success" and tasks[RETENTION_BUILD] == "success"
-    wh = scenario.warehouse
-    # the URI Cosmos builds (Airflow 3 form) for the warehouse the connection names
-    uri = construct_dataset_uri(
-        f"postgres://{wh['PGHOST']}:{wh['PGPORT']}", f"{wh['PGDATABASE']}.mart.f_customer_retention"
-    )
-    assert (
-        uri
-        == f"postgres://{wh['PGHOST']}:{wh['PGPORT']}/{wh['PGDATABASE']}/mart/f_customer_retention"
-    )
     events = _meta(
         scenario,
         "select e.source_dag_id, e.source_task_id from asset_event as e "
         "join asset as a on a.id = e.asset_id where a.uri = ?",
-        uri,
+        RETENTION_MART_ASSET,
     )
-    assert events == [("sales_mart", RETENTION_BUILD)]
-    # through the alias retention_report is scheduled on, now resolved to that asset
-    resolved = _meta(
-        scenario,
-        "select a.uri from asset_alias as al join asset_alias_asset as aa on aa.alias_id = al.id "
-        "join asset as a on a.id = aa.asset_id where al.name = ?",
-        ALIAS,
-    )
-    assert resolved == [(uri,)]
+    assert events == [("sales_mart", "publish_retention")]
     scheduled = _meta(
         scenario,
-        "select r.dag_id from dag_schedule_asset_alias_reference as r "
-        "join asset_alias as al on al.id = r.alias_id where al.name = ?",
-        ALIAS,
+        "select r.dag_id from dag_schedule_asset_reference as r "
+        "join asset as a on a.id = r.asset_id where a.uri = ?",
+        RETENTION_MART_ASSET,
     )
     assert scheduled == [("retention_report",)]
     # Airflow queued the report DAG on that asset; the scheduler would start it now.
-    assert scenario.queued["monday"] == [("retention_report", uri)]
+    assert scenario.queued["monday"] == [("retention_report", RETENTION_MART_ASSET)]
     assert scenario.needing_runs == ["retention_report"]
 
 
