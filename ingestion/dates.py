@@ -1,17 +1,7 @@
-"""Day and ISO-week arithmetic for the daily runs and the weekly retention build.
-
-A run triggered at time T loads day D = the UTC calendar day before T (the day whose
-data is complete by then). The run whose D is a Sunday also builds the ISO week
-(Monday..Sunday) ending on D. Everything here is pure: the caller passes the run's
-own dates (Airflow's ``run_after`` / ``logical_date``, passed as plain datetimes: this
-module imports no Airflow), never "now", so a rerun or a backfill of a run computes
-exactly the same day and week (:func:`resolve_run_dates`).
-
-ISO weeks follow ISO 8601 as Python's :meth:`datetime.date.isocalendar` and
-PostgreSQL's ``to_char(d, 'IYYY-"W"IW')`` do: weeks start on Monday and week 1 is the
-week holding the year's first Thursday, so 2024-12-30 is in ``2025-W01`` and
-2021-01-03 in ``2020-W53``.
-"""
+"""Day and ISO-week arithmetic of the runs: a run triggered at T loads day D, the UTC day
+before T; the run whose D is a Sunday builds the ISO week ending on D. Pure functions of
+the run's own dates, never "now", so a rerun or backfill computes the same day and week.
+ISO weeks as PostgreSQL's ``IYYY-"W"IW``: 2024-12-30 is in 2025-W01."""
 
 from __future__ import annotations
 
@@ -28,10 +18,7 @@ CALENDAR_START, CALENDAR_END = calendar_bounds()
 
 
 def report_day(trigger: datetime) -> date:
-    """The day a run triggered at ``trigger`` loads: the UTC day before it.
-
-    A naive ``trigger`` is taken to be UTC already (Airflow's dates are aware, in UTC).
-    """
+    """The day a run triggered at ``trigger`` loads: the UTC day before it (naive = UTC)."""
     if trigger.tzinfo is not None:
         trigger = trigger.astimezone(UTC)
     return trigger.date() - timedelta(days=1)
@@ -49,10 +36,7 @@ def is_week_end(day: date) -> bool:
 
 
 def week_starts_ending_within(start: date, end: date) -> list[date]:
-    """The Mondays of the ISO weeks whose Sunday lies in ``[start, end]``, in order.
-
-    These are the complete weeks a backfill of the days ``start..end`` must rebuild.
-    """
+    """The Mondays of the ISO weeks whose Sunday lies in ``[start, end]``, in order."""
     if end < start:
         return []
     first_sunday = start + timedelta(days=(SUNDAY - start.isoweekday()) % 7)
@@ -111,16 +95,10 @@ def resolve_run_dates(
     day_param: str | None = None,
     rebuild_week_param: bool = False,
 ) -> RunDates:
-    """Day D of a scheduled or manual run, from the run's own dates, never from "now".
-
-    - ``day_param`` (a manual run's ``day``) wins: that day is reloaded and rebuilt.
-    - Otherwise D is the UTC day before the run's trigger time: the logical date when
-      the run has one (scheduled runs, backfills, ``airflow dags test <date>``), else
-      ``run_after`` (a manual run without a logical date).
-
-    The week ending on D is built when D is a Sunday, or for D's week on request.
-    A day outside the dbt calendar raises :class:`DayOutsideCalendar`.
-    """
+    """Day D of a run: ``day_param`` (a manual run's ``day``), else the UTC day before the
+    logical date (scheduled runs, backfills, ``airflow dags test``) or ``run_after`` (a
+    manual run without one). D's week is built when D is a Sunday or on request; a day
+    outside the dbt calendar raises :class:`DayOutsideCalendar`."""
     if day_param:
         day = parse_day(day_param)
         source = f"the run's 'day' param {day.isoformat()}"

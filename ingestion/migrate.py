@@ -1,26 +1,10 @@
-"""Versioned SQL migrations for the ``staging`` schema.
-
-The migrations are the ``NNNN_name.sql`` files in ``ingestion/migrations``, applied in
-name order and recorded in ``staging.schema_migrations``. Migration 0001 creates the
-course's legacy table shapes only if they are missing, so a fresh database and a legacy
-deployment (tables with data, no ``schema_migrations``) follow the same upgrade path.
-
-Why it is built this way:
-
-- A session-level advisory lock serialises concurrent runs (two Airflow tasks, or a task
-  and a developer): the second waits, then finds nothing left to apply.
-- Each migration runs in its own transaction together with the row that records it, so
-  a failure leaves the database at the previous version, never half-way through one.
-- A recorded migration whose file changed since is reported, not re-run: editing an
-  applied migration is a mistake to fix with a new migration. The one exception is
-  listed in ``EARLIER_VERSIONS`` (docs/compatibility.md says why).
-- A user's view on a staging or mart table must not block an upgrade that changes a
-  column it reads: such a migration is run again with the views on those tables dropped
-  and recreated in its transaction (definition, options, owner, privileges, comment).
-- Migrations run as a superuser (0008 creates the cluster's roles and hands tables to
-  them); once applied, any role that may read ``staging.schema_migrations`` (the loader's)
-  can call :func:`migrate` to check that nothing is pending.
-"""
+"""Versioned SQL migrations (``migrations/NNNN_name.sql``), applied in order, once per
+deployment, and recorded in ``staging.schema_migrations``. 0001 creates the course's
+legacy tables only if missing, so a fresh database and a legacy deployment take the same
+path. An advisory lock serialises concurrent runs; each migration commits with its
+record, so a failure leaves the previous version. A migration that changes a column a
+user's view reads runs again with those views recreated in its transaction. Applying
+takes a superuser; checking that nothing is pending only reads ``schema_migrations``."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""The pipeline's steps, shared by the CLI and the Airflow DAG.
-
-Each function is one step a DAG task runs, so everything Airflow does can also be run
-(and debugged) from a terminal with ``python -m ingestion``. Nothing here imports
-Airflow. A step that downloads files also loads them (:func:`load_day`): files never
-outlive the step, so no two steps (or Airflow workers) share a folder, and what steps
-hand each other is JSON-able (ids, days, load summaries), never a path or a credential.
-"""
+"""The pipeline's steps, shared by the CLI and the DAG (no Airflow here): everything a task
+does runs from a terminal too. A step that downloads files also loads them, so no two
+steps (or workers) share a folder; steps hand each other days and ids, never paths."""
 
 from __future__ import annotations
 
@@ -230,16 +225,11 @@ def run(
     workdir: Path | None = None,
     progress: Progress = lambda doing, days, rows: None,
 ) -> RunSummary:
-    """The whole pipeline for the days ``start``..``end``, without Airflow.
-
-    Load each day's increment (days the report covers come from the report), then
-    refill ``f_sales`` for every day of the range and every other day the loads changed
-    (the report's days, days a correction moved lines out of), and rebuild retention for
-    every complete ISO week holding one of those days (:func:`rebuild_plan`). Every step
-    replaces what it writes and staging keeps the newest batch's version of a line, so
-    any range may be run again, in any order, with the same result. ``progress`` is
-    told of each day done (the report's days at once) and of the marts' build.
-    """
+    """The whole pipeline for ``start``..``end`` without Airflow: load the report's days and
+    each later day's increment, then, in one dbt build, refill every day of the range and
+    every day the loads changed, and the complete weeks they touch (:func:`rebuild_plan`).
+    Any range may run again, in any order, with the same result. ``progress`` hears of
+    each day done and of the build."""
     if end < start:
         raise ValueError(f"--end {end} is before --start {start}")
     summary = RunSummary()
@@ -265,8 +255,6 @@ def run(
     changed = [day for load in summary.loads for day in load.rebuild_days]
     plan = rebuild_plan(conn, start, end, changed, source_start=report.start_day)
     progress("building the marts", 0, 0)
-    # One dbt build for the whole plan: each day and week is still replaced on its
-    # own, but dbt's start-up and parsing are paid once, not per day.
     dbt.build_periods(plan.days, plan.week_starts)
     summary.days_built = plan.days
     summary.weeks_built = plan.week_starts
