@@ -103,21 +103,13 @@ class NotFound:
 
 
 def default_retry(total: int = 5, backoff_factor: float = 0.5) -> Retry:
-    """The transient-failure policy mounted on every client session."""
-    return Retry(
-        total=total,
-        connect=total,
-        read=total,
-        status=total,
-        other=0,
-        backoff_factor=backoff_factor,
-        backoff_max=30,
-        status_forcelist=TRANSIENT_STATUSES,
-        allowed_methods=frozenset({"GET", "POST"}),
-        respect_retry_after_header=True,
-        # Give back the last response so the client raises its own, key-free error.
-        raise_on_status=False,
-    )
+    """The transient-failure policy of every client session (POST too: a repeated
+    ``generate_report`` only starts another task). The last response comes back so the
+    client raises its own, key-free error."""
+    return Retry(total=total, connect=total, read=total, status=total, other=0,
+                 backoff_factor=backoff_factor, backoff_max=30,
+                 status_forcelist=TRANSIENT_STATUSES, allowed_methods={"GET", "POST"},
+                 respect_retry_after_header=True, raise_on_status=False)  # fmt: skip
 
 
 def logical_name(file_key: str) -> str:
@@ -145,30 +137,24 @@ def default_timeout() -> tuple[float, float]:
     read = os.environ.get(ENV_READ_TIMEOUT, "").strip()
     if not read:
         return DEFAULT_TIMEOUT
-    try:
-        seconds = float(read)
-    except ValueError:
-        seconds = 0.0
-    if not seconds > 0:
+    if not read.replace(".", "", 1).isdigit() or not float(read) > 0:
         raise ValueError(f"{ENV_READ_TIMEOUT}={read!r} is not a positive number of seconds")
-    return (DEFAULT_TIMEOUT[0], seconds)
+    return (DEFAULT_TIMEOUT[0], float(read))
 
 
 class ReportApiClient:
     """Calls the report API with the contract's headers, retries and timeouts."""
 
     def __init__(
-        self,
-        settings: ApiSettings,
-        *,
-        timeout: tuple[float, float] | None = None,
-        session: requests.Session | None = None,
+        self, settings: ApiSettings, *, timeout: tuple[float, float] | None = None,
         retry: Retry | None = None,
-    ) -> None:
+    ) -> None:  # fmt: skip
         self._settings = settings
         self._timeout = timeout or default_timeout()
-        self._session = session or requests.Session()
-        _mount_retry(self._session, retry)
+        self._session = requests.Session()
+        adapter = HTTPAdapter(max_retries=retry or default_retry())
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
 
     def __repr__(self) -> str:
         return f"ReportApiClient(base_url={self._settings.base_url!r})"
@@ -314,12 +300,6 @@ class ReportApiClient:
         """Defence in depth: never let the key through, even if a server echoes it."""
         key = self._settings.api_key
         return text.replace(key, "***") if key else text
-
-
-def _mount_retry(session: requests.Session, retry: Retry | None) -> None:
-    adapter = HTTPAdapter(max_retries=retry or default_retry())
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
 
 
 def _fetch_all(

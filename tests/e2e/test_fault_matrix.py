@@ -265,8 +265,7 @@ def template(pg_server, make_database, fixtures_dir: Path, tmp_path_factory) -> 
 
 def _clone(pg_server, make_database, base: dict[str, str]) -> dict[str, str]:
     settings = make_database()
-    conn = psycopg2.connect(**{"host": pg_server["PGHOST"], "port": pg_server["PGPORT"],
-                               "user": pg_server["PGUSER"], "dbname": "postgres"})  # fmt: skip
+    conn = connect({**pg_server, "PGDATABASE": "postgres"})
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute(sql.SQL("drop database {}").format(sql.Identifier(settings["PGDATABASE"])))
