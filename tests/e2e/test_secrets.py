@@ -71,7 +71,7 @@ def artifacts(make_database, tmp_path_factory: pytest.TempPathFactory) -> Artifa
         }
         ingestion = [sys.executable, "-m", "ingestion"]
         found.outputs["cli run"] = run_command(
-            [*ingestion, "run", "--start", "2024-10-05", "--end", "2024-10-06"], cli
+            [*ingestion, "run", "--start", "2024-10-04", "--end", "2024-10-05"], cli
         )
         found.outputs["cli status"] = run_command([*ingestion, "status"], cli)
         found.outputs["cli wrong key"] = _failing(

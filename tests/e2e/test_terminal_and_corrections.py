@@ -1,6 +1,6 @@
 """A newcomer's session, end to end on the real CLI, PostgreSQL and dbt.
 
-1. ``python -m ingestion demo``, then the README's dbt commands from ``dbt_project/``
+1. ``python -m retail_dev demo``, then the README's dbt commands from ``dbt_project/``
    exactly as shown (``dbt build``, ``dbt run``, ``dbt test``, ``dbt docs generate``
    with ``--profiles-dir .``): all pass.
 2. ``python -m ingestion run`` against a report API whose increments correct earlier
@@ -67,13 +67,17 @@ def test_readme_dbt_commands_pass_right_after_the_demo(
 
 @pytest.fixture(scope="module")
 def demo_database(make_database) -> Iterator[dict[str, str]]:
+    """``demo`` as on the embedded default, on a test database: the local report API is
+    given explicitly (``retail_dev`` starts it only for the embedded warehouse)."""
+    from retail_dev.cli import api_env, local_api_settings
+    from retail_dev.cli import main as dev_main
+
     settings = make_database()
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in settings.items():
+    with pytest.MonkeyPatch.context() as patch, LocalReportApi(LocalApiConfig()) as api:
+        for name, value in {**settings, **api_env(local_api_settings(api))}.items():
             patch.setenv(name, value)
-        for name in ("REPORT_API_URL", "REPORT_API_KEY"):
-            patch.delenv(name, raising=False)
-        assert main(["demo"]) == 0
+        patch.setattr(sys, "argv", ["retail_dev", "demo"])
+        assert dev_main() == 0
         yield settings
 
 
