@@ -30,12 +30,13 @@ import requests
 import yaml
 from psycopg2 import sql
 
-from ingestion.project import MART_TABLES, SALES_MART_DAG_ID
+from ingestion.project import MART_TABLES as MARTS
+from ingestion.project import SALES_MART_DAG_ID as DAG_ID
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICES = yaml.safe_load((REPO / "docker-compose.yaml").read_text(encoding="utf-8"))["services"]
-DAG_ID = SALES_MART_DAG_ID
 DAY = "2024-10-06"  # a Sunday the local report API serves: the run builds its week too
+WEEK = ["--start", "2024-09-30", "--end", "2024-10-05"]  # its week's other days: loaded first
 AIRFLOW = ("apiserver", "scheduler", "dag-processor", "triggerer", "worker1", "worker2")
 # The check's own settings (production's in docs/scaling.md): a killed worker's try fails
 # after 15 s without a heartbeat, not 300 s; check_settings/airflow_local_settings.py
@@ -83,9 +84,7 @@ def query(*statements: str, database: str = "postgres", **names: str) -> list[tu
 
 def marts(db: str) -> dict[str, list[tuple[str]]]:
     """Every row of every mart as its text, sorted."""
-    return {
-        t: sorted(query("select {t}::text from mart.{t}", database=db, t=t)) for t in MART_TABLES
-    }
+    return {t: sorted(query("select {t}::text from mart.{t}", database=db, t=t)) for t in MARTS}
 
 
 def killpg(procs: Iterable[psutil.Process], sig: int) -> list[psutil.Process]:
@@ -106,7 +105,8 @@ def killpg(procs: Iterable[psutil.Process], sig: int) -> list[psutil.Process]:
 class Check:
     def __init__(self, work: Path) -> None:
         self.work, suffix = work, f"{os.getpid()}_{secrets.token_hex(3)}"
-        self.dbs = {r: f"celery_check_{suffix}_{r}" for r in ("airflow", "warehouse", "baseline")}
+        roles = ("airflow", "week", "warehouse", "baseline")
+        self.dbs = {r: f"celery_check_{suffix}_{r}" for r in roles}
         self.broker = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
         self.prefix = f"celery_check_{suffix}:"
         self.port, self.report_api_port = free_port(), free_port()
@@ -214,6 +214,11 @@ class Check:
         say(f"SIGKILLed {lost['hostname']} ({len(tree)} processes) mid-{lost['task_id']}")
         return lost
 
+    def copy_week(self, *roles: str) -> None:
+        for db in roles:  # the database the CLI loaded the week's other days into
+            sql_ = ("drop database {db} with (force)", "create database {db} template {week}")
+            query(*sql_, db=self.dbs[db], week=self.dbs["week"])
+
     def main(self) -> None:
         for database in self.dbs.values():
             query("drop database if exists {db} with (force)", "create database {db}", db=database)
@@ -224,9 +229,16 @@ class Check:
         argv[argv.index("--port") + 1] = str(self.report_api_port)
         self.start("report-api", argv, self.env("report-api", "report-api"))
         # compose's airflow-init: the image's entrypoint migrates (_AIRFLOW_DB_MIGRATE)
-        init = self.start("init", ["airflow", "db", "migrate"], self.env("init", "airflow-init"))
-        if init.wait(TIMEOUT_S):
-            raise CheckFailed(f"airflow db migrate failed: see {self.work / 'init'}")
+        self.start("init", ["airflow", "db", "migrate"], self.env("init", "airflow-init"))
+        api = json.loads(self.env("week", "airflow-scheduler")["AIRFLOW_CONN_REPORT_API"])
+        api = {"URL": api["host"], "KEY": api["password"], **api["extra"]}  # nickname, cohort
+        env = os.environ | {f"REPORT_API_{k.upper()}": v for k, v in api.items()}
+        env["PGDATABASE"] = self.dbs["week"]  # copied for each run: no partial week
+        self.start("week", [sys.executable, "-m", "ingestion", "run", *WEEK], env)
+        for step in ("init", "week"):
+            if self.procs.pop(step).wait(TIMEOUT_S):
+                raise CheckFailed(f"{step} failed: see {self.work / step}")
+        self.copy_week("warehouse", "baseline")
         for name in AIRFLOW:
             service = f"airflow-{name.rstrip('12')}"  # worker1 and worker2: airflow-worker
             command = compose_value(SERVICES[service]["command"], AIRFLOW_WORKER_NAME=name)
@@ -245,7 +257,7 @@ class Check:
             raise CheckFailed(f"run 1 did not run tasks on both of {', '.join(self.workers)}")
         run1 = marts(self.dbs["warehouse"])
 
-        query("drop database {db}", "create database {db}", db=self.dbs["warehouse"])
+        self.copy_week("warehouse")
         tis, lost = self.run("worker_killed", self.kill_a_worker)
         last = next(ti for ti in tis if ti["task_id"] == lost["task_id"])  # dbt: not mapped
         if last["try_number"] <= lost["try_number"] or last["hostname"] == lost["hostname"]:
@@ -259,7 +271,7 @@ class Check:
         if not expected["f_sales"] or not expected["f_customer_retention"]:
             raise CheckFailed("airflow dags test built empty marts: the comparison proves nothing")
         for label, actual in (("run 1", run1), ("run 2", run2)):
-            if differ := [table for table in MART_TABLES if actual[table] != expected[table]]:
+            if differ := [table for table in MARTS if actual[table] != expected[table]]:
                 raise CheckFailed(f"{label}: marts {differ} differ from airflow dags test's")
         say(f"both runs' marts equal airflow dags test's ({sum(map(len, expected.values()))} rows)")
 
