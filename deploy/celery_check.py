@@ -30,9 +30,9 @@ import requests
 import yaml
 from psycopg2 import sql
 
-from ingestion.project import MART_TABLES as MARTS
-from ingestion.project import SALES_MART_DAG_ID as DAG_ID
+from ingestion import project
 
+DAG_ID, MARTS = project.SALES_MART_DAG_ID, project.MART_TABLES
 REPO = Path(__file__).resolve().parent.parent
 SERVICES = yaml.safe_load((REPO / "docker-compose.yaml").read_text(encoding="utf-8"))["services"]
 DAY = "2024-10-06"  # a Sunday the local report API serves: the run builds its week too
@@ -51,6 +51,8 @@ CHECK_SETTINGS = {
 }
 PG_DEFAULTS = {"PGHOST": "127.0.0.1", "PGPORT": "5432", "PGUSER": "postgres"}
 TIMEOUT_S = 420
+DATABASES = ("airflow", "week", "warehouse", "baseline")
+COPY = ("drop database {db} with (force)", "create database {db} template {week}")
 
 
 class CheckFailed(Exception):
@@ -73,23 +75,20 @@ def free_port() -> int:
 
 def query(*statements: str, database: str = "postgres", **names: str) -> list[tuple[Any, ...]]:
     """Autocommitted statements on the ``PG*`` server; ``{name}`` quotes ``names[name]``."""
+    quoted = {k: sql.Identifier(v) for k, v in names.items()}
     with closing(psycopg2.connect(dbname=database)) as conn, conn.cursor() as cur:
         conn.autocommit = True
         for statement in statements:
-            cur.execute(
-                sql.SQL(statement).format(**{k: sql.Identifier(v) for k, v in names.items()})
-            )
+            cur.execute(sql.SQL(statement).format(**quoted))
         return cur.fetchall() if cur.description else []
 
 
-def marts(db: str) -> dict[str, list[tuple[str]]]:
-    """Every row of every mart as its text, sorted."""
+def marts(db: str) -> dict[str, list[tuple[str]]]:  # every row of every mart, as text
     return {t: sorted(query("select {t}::text from mart.{t}", database=db, t=t)) for t in MARTS}
 
 
 def killpg(procs: Iterable[psutil.Process], sig: int) -> list[psutil.Process]:
-    """``sig`` to the process groups of these processes and all their descendants (Airflow
-    starts each task in a group of its own); the processes found."""
+    """``sig`` to the groups of these processes and descendants (a task has its own group)."""
     tree = []
     for proc in procs:
         with suppress(psutil.Error):
@@ -105,8 +104,7 @@ def killpg(procs: Iterable[psutil.Process], sig: int) -> list[psutil.Process]:
 class Check:
     def __init__(self, work: Path) -> None:
         self.work, suffix = work, f"{os.getpid()}_{secrets.token_hex(3)}"
-        roles = ("airflow", "week", "warehouse", "baseline")
-        self.dbs = {r: f"celery_check_{suffix}_{r}" for r in roles}
+        self.dbs = {r: f"celery_check_{suffix}_{r}" for r in DATABASES}
         self.broker = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
         self.prefix = f"celery_check_{suffix}:"
         self.port, self.report_api_port = free_port(), free_port()
@@ -148,11 +146,9 @@ class Check:
         return env | worker | CHECK_SETTINGS
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> psutil.Popen:
-        folder = self.work / name
-        with open(folder / "output.log", "wb") as log:
-            self.procs[name] = psutil.Popen(
-                argv, cwd=folder, env=env, stdout=log, stderr=log, start_new_session=True
-            )
+        with open(self.work / name / "output.log", "wb") as log:
+            self.procs[name] = psutil.Popen(argv, cwd=self.work / name, env=env, stdout=log,
+                                            stderr=log, start_new_session=True)  # fmt: skip
         return self.procs[name]
 
     def wait_for(self, what: str, condition: Callable[[], Any], timeout_s: float = 180) -> Any:
@@ -176,9 +172,8 @@ class Check:
         return response.json()
 
     def state(self, run_id: str) -> tuple[str, list[dict[str, Any]]]:
-        path = f"/dagRuns/{run_id}/taskInstances"
-        tis = self.call("GET", path, params={"limit": 100})["task_instances"]
-        return self.call("GET", f"/dagRuns/{run_id}")["state"], tis
+        tis = self.call("GET", f"/dagRuns/{run_id}/taskInstances", params={"limit": 100})
+        return self.call("GET", f"/dagRuns/{run_id}")["state"], tis["task_instances"]
 
     def run(self, run_id: str, meanwhile: Callable[[], Any] = lambda: None) -> Any:
         """Trigger a run, call ``meanwhile``, wait; its task instances if it succeeded."""
@@ -196,8 +191,7 @@ class Check:
         return tis, result
 
     def victim(self) -> dict[str, Any] | None:
-        """Once half the run is done, the youngest dbt task on a worker that started 1-4 s
-        ago (mid-work: a kill near a task's end could let its try succeed)."""
+        """Once half the run is done, the youngest dbt task on a worker, 1-4 s in (mid-work)."""
         tis, now = self.state("worker_killed")[1], time.time()
         done = sum(ti["state"] in ("success", "skipped") for ti in tis)
         dbt = [t for t in tis if t["state"] == "running" and "Dbt" in (t["operator"] or "")]
@@ -214,16 +208,10 @@ class Check:
         say(f"SIGKILLed {lost['hostname']} ({len(tree)} processes) mid-{lost['task_id']}")
         return lost
 
-    def copy_week(self, *roles: str) -> None:
-        for db in roles:  # the database the CLI loaded the week's other days into
-            sql_ = ("drop database {db} with (force)", "create database {db} template {week}")
-            query(*sql_, db=self.dbs[db], week=self.dbs["week"])
-
     def main(self) -> None:
-        for database in self.dbs.values():
-            query("drop database if exists {db} with (force)", "create database {db}", db=database)
         redis.Redis.from_url(self.broker).ping()
-        say(f"databases {', '.join(self.dbs.values())}; broker {self.broker} {self.prefix}*")
+        for database in self.dbs.values():
+            query("create database {db}", db=database)  # new names: nothing to drop
         argv = shlex.split(SERVICES["report-api"]["command"])
         argv[argv.index("--host") + 1] = "127.0.0.1"
         argv[argv.index("--port") + 1] = str(self.report_api_port)
@@ -238,12 +226,12 @@ class Check:
         for step in ("init", "week"):
             if self.procs.pop(step).wait(TIMEOUT_S):
                 raise CheckFailed(f"{step} failed: see {self.work / step}")
-        self.copy_week("warehouse", "baseline")
+        for db in ("warehouse", "baseline"):  # copies of the week's other days, as for run 2
+            query(*COPY, db=self.dbs[db], week=self.dbs["week"])
         for name in AIRFLOW:
             service = f"airflow-{name.rstrip('12')}"  # worker1 and worker2: airflow-worker
             command = compose_value(SERVICES[service]["command"], AIRFLOW_WORKER_NAME=name)
             self.start(name, ["airflow", *shlex.split(command)], self.env(name, service))
-            say(f"{name}: airflow {command}")
         dag = f"{self.url}/api/v2/dags/{DAG_ID}"  # parsed and served once it can be unpaused
         self.wait_for(DAG_ID, lambda: requests.patch(dag, json={"is_paused": False}, timeout=9).ok)
         # airflow dags test (SQLite metadata, its own warehouse) runs alongside the runs
@@ -257,7 +245,7 @@ class Check:
             raise CheckFailed(f"run 1 did not run tasks on both of {', '.join(self.workers)}")
         run1 = marts(self.dbs["warehouse"])
 
-        self.copy_week("warehouse")
+        query(*COPY, db=self.dbs["warehouse"], week=self.dbs["week"])
         tis, lost = self.run("worker_killed", self.kill_a_worker)
         last = next(ti for ti in tis if ti["task_id"] == lost["task_id"])  # dbt: not mapped
         if last["try_number"] <= lost["try_number"] or last["hostname"] == lost["hostname"]:
@@ -284,8 +272,7 @@ def main() -> int:
         signal.signal(sig, signal.default_int_handler)  # raises KeyboardInterrupt
     check, code = Check(work), 1
     try:
-        check.main()
-        code = 0
+        code = check.main() or 0
     except CheckFailed as error:
         print(f"celery-check FAILED: {error}", file=sys.stderr)
     except KeyboardInterrupt:
@@ -300,12 +287,12 @@ def main() -> int:
                 query("drop database if exists {db} with (force)", db=database)
         with suppress(redis.RedisError):
             broker = redis.Redis.from_url(check.broker)
-            for key in broker.scan_iter(match=f"{check.prefix}*"):
-                broker.delete(key)
-        say("stopped every process started, dropped the databases and the broker keys")
+            if keys := list(broker.scan_iter(match=f"{check.prefix}*")):
+                broker.delete(*keys)
         if code == 0:
             shutil.rmtree(work, ignore_errors=True)
-    say("celery-check passed" if code == 0 else f"celery-check failed; logs in {work}")
+    outcome = "passed" if code == 0 else f"failed; logs in {work}"
+    say(f"stopped every process started, dropped the databases and broker keys; {outcome}")
     return code
 
 
