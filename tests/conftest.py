@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from ingestion import project
 from ingestion.warehouse import connect, libpq_settings
 from retail_dev.embedded import create_database_if_missing, drop_database, start_embedded
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = project.REPO_ROOT
 FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "course_api"
 
 # Keep third-party tools quiet and offline in every test, including subprocesses.

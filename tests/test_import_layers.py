@@ -8,7 +8,9 @@ import ast
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from ingestion import project
+
+REPO_ROOT = project.REPO_ROOT
 # package -> where its modules live
 PACKAGES = {
     "ingestion": REPO_ROOT / "ingestion",

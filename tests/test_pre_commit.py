@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from ingestion import project
+
+REPO_ROOT = project.REPO_ROOT
 VENV_BIN = Path(sys.executable).parent
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ingestion import project
 from support.airflow_cli import TEST_DBT_FOLDERS
 
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="airflow-home-"))
@@ -22,7 +23,7 @@ os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
 os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_CACHE_DBT_YAML_SELECTORS", "False")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = project.REPO_ROOT
 DAGS_DIR = REPO_ROOT / "dags"
 
 

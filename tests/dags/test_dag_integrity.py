@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from ingestion import project
 from ingestion.project import PERIOD_ENV, RETENTION_MART_ASSET, SALES_MART_DAG_ID
 
 DAG_ID = SALES_MART_DAG_ID
-DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
+DAGS_DIR = project.REPO_ROOT / "dags"
 SALES_GROUP_MODELS = (
     "stg_report_api__user_order_log",
     "stg_report_api__user_activity_log",

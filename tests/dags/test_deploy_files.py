@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from deploy.celery_check import compose_value
+from ingestion import project
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = project.REPO_ROOT
 COMPOSE = REPO_ROOT / "docker-compose.yaml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import inspect
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
-DAG_ID = "retention_report"
-DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
+from ingestion import project
+
+DAG_ID = project.RETENTION_REPORT_DAG_ID
+DAGS_DIR = project.REPO_ROOT / "dags"
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from ingestion import project
 from ingestion.dates import CALENDAR_END, CALENDAR_START
 from retail_dev.local_airflow import connection_env as airflow_connection_env
 from support.airflow_cli import airflow_env, migrate_db
@@ -34,7 +35,7 @@ from support.airflow_cli import airflow_env, migrate_db
 # Real `airflow dags test` / backfill runs in subprocesses: end to end (`make e2e`).
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = project.REPO_ROOT
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 DBT_GROUPS = r"build_(sales|retention)_mart\..*"
 TIMEOUT_S = 300

@@ -31,7 +31,9 @@ from urllib.parse import quote
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from ingestion import project
+
+REPO_ROOT = project.REPO_ROOT
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PASSWORD = "s3cret pw@x"  # a space and an @: URI quoting is part of the test
 QUERY = "select current_user as who, current_setting('statement_timeout') as timeout"

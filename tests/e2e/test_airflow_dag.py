@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from ingestion import project
 from ingestion.warehouse import connect
 from retail_dev.local_airflow import connection_env as airflow_connection_env
 from support.airflow_cli import (
@@ -46,7 +47,7 @@ from support.mart_tables import actual_marts
 
 pytestmark = pytest.mark.slow
 
-MARTS = ("d_calendar", "d_city", "d_customer", "d_item", "f_sales", "f_customer_retention")
+MARTS = project.MART_TABLES
 CORRECTED_DAY = date(2024, 10, 6)
 CORRECTIONS = 3
 FINISHED_OK = ("success", "skipped")

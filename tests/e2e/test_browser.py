@@ -29,13 +29,13 @@ import psutil
 import pytest
 from PIL import Image
 
-from ingestion import dbt
+from ingestion import dbt, project
 from support.dbt_ls import dbt_ls
 from support.staging import load_fixtures
 
 pytestmark = pytest.mark.slow  # a docs site and a local Airflow (make e2e)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = project.REPO_ROOT
 RETENTION_COLUMNS = (
     "period_name", "period_id", "period_start", "period_end", "item_id",
     "new_customers_count", "returning_customers_count", "refunded_customer_count",

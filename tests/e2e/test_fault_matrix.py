@@ -36,7 +36,7 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from ingestion import pipeline
+from ingestion import pipeline, project
 from ingestion.warehouse import connect, connection
 from local_report_api import LocalApiConfig, LocalReportApi
 from retail_dev.cli import local_api_settings
@@ -46,11 +46,11 @@ from support.tcp_proxy import Fault, FaultyProxy
 
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = project.REPO_ROOT
 BEFORE, DAY = date(2024, 10, 1), date(2024, 10, 2)
 ORDERS = Path("increments") / DAY.isoformat() / "user_order_log_inc.csv"
 STAGING = ("user_order_log", "user_activity_log", "customer_research", "price_log")
-MARTS = ("d_calendar", "d_city", "d_customer", "d_item", "f_sales", "f_customer_retention")
+MARTS = project.MART_TABLES
 # columns that differ between two equal loads or builds: ids, batches, clocks
 VOLATILE = {"id", "batch_id", "loaded_at", "built_at", "valid_from", "valid_to"}
 

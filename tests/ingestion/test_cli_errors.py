@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from ingestion import cli, loader
+from ingestion import cli, loader, project
 from local_report_api import LocalApiConfig, LocalReportApi
 from support.extract_files import set_field
 from support.mart_tables import query
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = project.REPO_ROOT
 
 
 def extracts_copy(fixtures_dir: Path, target: Path) -> Path:

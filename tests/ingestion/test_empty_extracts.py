@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from ingestion import project
 from ingestion.loader import SPECS, load_increment, load_report
 from ingestion.migrate import migrate
 from local_report_api import LocalApiConfig, LocalReportApi
 from support.extract_files import fetch_rows as query
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = project.REPO_ROOT
 REPORT_START, REPORT_END = date(2024, 9, 8), date(2024, 9, 30)
 DAY_OLD_FORMAT, DAY_NEW_FORMAT = date(2024, 10, 1), date(2024, 10, 2)
 TABLES = ("user_order_log", "user_activity_log", "customer_research", "price_log")

@@ -13,10 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # not imported from ingestion: probed below
 
 PROBE = """
 import importlib, json, pkgutil, sys
+from ingestion import project
 import ingestion
 names = ["ingestion"] + [
     module.name

@@ -15,11 +15,12 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from ingestion import project
 from ingestion.loader import load_increment
 from ingestion.migrate import migrate
 from support.mart_tables import query
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = project.REPO_ROOT
 PACKAGES = ("ingestion", "retention_report", "local_report_api", "sales_mart_plugin", "deploy")
 SQL_CALLS = {"execute", "executemany", "copy_expert", "mogrify", "read_sql", "read_sql_query"}
 # dbt's own compiled SQL of a failed data test (from the project, not from input),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from ingestion import project
 from ingestion.warehouse import connection
 from retention_report import NoWeeksBuilt, render_report
 from retention_report.render import CHART_TITLES
@@ -23,7 +24,7 @@ from support.mart_tables import execute, query
 from support.recorded_marts import WEEK_IDS
 from support.report_html import MEASURES, mart_rows, report_tables
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = project.REPO_ROOT
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from ingestion import project
+
+REPO_ROOT = project.REPO_ROOT
 VENV_BIN = Path(sys.executable).parent
 RUN_TIMEOUT_S = 900
 # A test process's own dbt folders (tests/conftest.py): never passed to another dbt.
