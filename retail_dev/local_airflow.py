@@ -141,7 +141,8 @@ def run_airflow(api_port: int) -> int:
         flush=True,
     )
     airflow = subprocess.Popen(["airflow", "standalone"], env=env, start_new_session=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # even if started ignoring one
+        signal.signal(stop, signal.default_int_handler)
     try:
         return airflow.wait()
     except KeyboardInterrupt:
