@@ -74,7 +74,7 @@ clean:
 celery-check: venv manifest  ## Airflow on a real CeleryExecutor: two workers, then one killed mid-task
 	$(BIN)/python -m deploy.celery_check
 
-bench: venv  ## rerun the benchmarks (ratios against in-run baselines) -> docs/benchmarks.md
+bench: venv manifest  ## rerun the benchmarks (ratios against in-run baselines) -> docs/benchmarks.md
 	$(BIN)/python -m benchmarks
 
 # --- Airflow, the dbt manifest and the docs site ------------------------------------

@@ -34,7 +34,7 @@ SIZES = [  # (option, default, tiny: seconds, to check the harness, help)
     ("scale_orders", 13_700, 20, "scale: order lines a day"),
     ("scale_days", 730, 10, "scale: days of history"),
     ("airflow_orders", 300, 20, "airflow_run: order lines a day"),
-    ("airflow_variants", "production,after-each,subprocess", "production",
+    ("airflow_variants", "production,after-each,subprocess", "after-each",
      "airflow_run: DAG variants to run"),
 ]  # fmt: skip
 INTRO = """\
@@ -96,7 +96,7 @@ def render(results: list[Result], args: argparse.Namespace, run: list[str], load
         doc = (importlib.import_module(f"benchmarks.{name}").__doc__ or "").replace("``", "`")
         title, _, method = doc.partition("\n\n")
         rows = [r for r in results if r.benchmark == name]
-        parts += [f"## {name}: {title.strip()}", "", method.strip(), "",
+        parts += [f"## {title.strip().rstrip('.')} (`{name}`)", "", method.strip(), "",
                   f"Load average (1, 5, 15 min) when it ended: {loads[name]}.", "",
                   format_table(rows), ""]  # fmt: skip
     return "\n".join(parts)
