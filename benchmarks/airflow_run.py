@@ -48,6 +48,7 @@ VARIANTS = {  # dbt_group's arguments in each variant of the DAG
     "subprocess": "invocation_mode=InvocationMode.SUBPROCESS",
 }
 VARIANT_DAG = """\
+# sales_mart with other Cosmos arguments (Airflow parses files naming "airflow" and "dag")
 import functools
 from cosmos import InvocationMode, TestBehavior  # noqa: F401
 from sales_mart_support import cosmos
