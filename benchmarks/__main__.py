@@ -96,7 +96,7 @@ def render(results: list[Result], args: argparse.Namespace, run: list[str], load
         doc = (importlib.import_module(f"benchmarks.{name}").__doc__ or "").replace("``", "`")
         title, _, method = doc.partition("\n\n")
         rows = [r for r in results if r.benchmark == name]
-        parts += [f"## {title.strip().rstrip('.')} (`{name}`)", "", method.strip(), "",
+        parts += [f"## `{name}`: {title.strip().rstrip('.')}", "", method.strip(), "",
                   f"Load average (1, 5, 15 min) when it ended: {loads[name]}.", "",
                   format_table(rows), ""]  # fmt: skip
     return "\n".join(parts)

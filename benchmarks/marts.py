@@ -125,7 +125,7 @@ def run(databases: DatabaseFactory, workdir: Path, sizes: Any) -> list[Result]:
     fill = fill_in_sql(sizes.mart_orders)
     short = measure_history(databases, workdir, sizes.short_days, fill, sizes.reps)
     long = measure_history(databases, workdir, sizes.long_days, fill, sizes.reps)
-    rows = f"f_sales {short['rows']:,} vs {long['rows']:,} rows"
+    rows = f"f_sales {long['rows']:,} rows (short: {short['rows']:,})"
     results = []
     for name, _, model in BUILDS:
         (s_wall, s_own, s_all), (l_wall, l_own, l_all) = short[name], long[name]
@@ -136,8 +136,8 @@ def run(databases: DatabaseFactory, workdir: Path, sizes: Any) -> list[Result]:
                    f"{sizes.long_days} days; {rows}"),
             Result(NAME, f"{name}: long/short, wall clock", ratio(l_wall, s_wall), "x"),
             Result(NAME, f"{name}: long/short, {model} SQL", ratio(l_own, s_own), "x",
-                   f"{s_own:.3f} s vs {l_own:.3f} s", limit=FLAT),
+                   f"short {s_own:.3f} s, long {l_own:.3f} s", limit=FLAT),
             Result(NAME, f"{name}: long/short, all nodes SQL (models and tests)",
-                   ratio(l_all, s_all), "x", f"{s_all:.3f} s vs {l_all:.3f} s"),
+                   ratio(l_all, s_all), "x", f"short {s_all:.3f} s, long {l_all:.3f} s"),
         ]  # fmt: skip
     return results

@@ -31,7 +31,7 @@ def test_benchmarks_produce_their_ratios(only, pg_server, monkeypatch, tmp_path)
     assert text.endswith(f"{KEPT}\n\n- a hand-written note\n")  # kept as it was
     assert "# old page" not in text
     for name in only.split(","):
-        section = text.split(f"(`{name}`)\n")[1].split("\n## ")[0]
+        section = text.split(f"\n## `{name}`: ")[1].split("\n## ")[0]
         rows = re.findall(r"^\| (.+?) \| ([\d,.]+|inf) \| (\S+) \|", section, re.MULTILINE)
         ratios = [float(value.replace(",", "")) for _, value, unit in rows if unit == "x"]
         assert ratios, f"{name} produced no ratio:\n{section}"
