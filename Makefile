@@ -77,7 +77,7 @@ celery-check: venv manifest  ## Airflow on a real CeleryExecutor: two workers, t
 reliability: venv manifest  ## rewrite docs/reliability.md from the fault matrix (tests/e2e/test_fault_matrix.py)
 	RELIABILITY_DOC=docs/reliability.md $(BIN)/pytest tests/e2e/test_fault_matrix.py -q
 
-bench: venv  ## rerun the benchmarks (ratios against in-run baselines) -> docs/benchmarks.md
+bench: venv manifest  ## rerun the benchmarks (ratios against in-run baselines) -> docs/benchmarks.md
 	$(BIN)/python -m benchmarks
 
 # --- Airflow, the dbt manifest and the docs site ------------------------------------

@@ -23,6 +23,7 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from benchmarks import DatabaseFactory, Result, median_seconds, ratio
 from ingestion.loader import load_increment
@@ -81,13 +82,8 @@ def _rss_main(path: Path) -> None:
     print(json.dumps(facts))
 
 
-def run(
-    databases: DatabaseFactory,
-    workdir: Path,
-    orders: int = 727_000,
-    repetitions: int = 3,
-    large_orders: int = 0,
-) -> list[Result]:
+def run(databases: DatabaseFactory, workdir: Path, sizes: Any) -> list[Result]:
+    orders, repetitions, large_orders = sizes.orders, sizes.reps, sizes.large_orders
     logging.getLogger("ingestion.loader").setLevel(logging.ERROR)  # no per-load chatter
     path = write_day(workdir, orders)
     with path.open("rb") as handle:
@@ -141,7 +137,7 @@ def run(
             large_mb, large_s, large_rows = peak_rss_of_load(settings, large_path)
             detail = f"{large_rows:,} lines loaded, {large_path.stat().st_size / 1e6:.0f} MB"
             large = [
-                Result(NAME, "peak RSS of one load, large file", large_mb, "MB", detail),
+                Result(NAME, "peak RSS of one load, large file", large_mb, "MB", detail, 300),
                 Result(NAME, "load_increment, large file", large_s, "s", f"once; {detail}"),
             ]
             large_path.unlink()
@@ -151,29 +147,11 @@ def run(
     return [
         Result(NAME, "floor: COPY + staging's five indexes", floor_s, "s", f"{median}; {size}"),
         Result(NAME, "load_increment", load_s, "s", f"{median}; into an empty day"),
-        Result(NAME, "load / floor", ratio(load_s, floor_s), "x", "target <= 2.0"),
+        Result(NAME, "load / floor", ratio(load_s, floor_s), "x", limit=2.0),
         Result(NAME, "load_increment throughput", file_rows / load_s, "rows/s", "file rows / s"),
-        Result(NAME, "peak RSS of one load", rss_mb, "MB", "fresh interpreter; target < 300"),
+        Result(NAME, "peak RSS of one load", rss_mb, "MB", "fresh interpreter", limit=300),
         *large,
     ]
-
-
-def findings(results: list[Result]) -> list[str]:
-    """The loader's lines of the report's findings."""
-    by = {r.measure: r for r in results if r.benchmark == NAME}
-    lines = []
-    if over := by.get("load / floor"):
-        verdict = "meets" if over.value <= 2.0 else "does NOT meet"
-        lines.append(
-            f"`load_increment` takes {over.value:.2f}x the floor (COPY of the same file into a"
-            f" bare table plus staging's five indexes built on it): {verdict} the 2.0x target."
-        )
-    peaks = [r.value for measure, r in by.items() if measure.startswith("peak RSS")]
-    if peaks:
-        verdict = "meets" if max(peaks) < 300 else "does NOT meet"
-        shown = " and ".join(f"{peak:.0f} MB" for peak in peaks)
-        lines.append(f"Peak RSS of one load: {shown}: {verdict} the 300 MB target.")
-    return lines
 
 
 if __name__ == "__main__":

@@ -1,124 +1,73 @@
-"""Ten million order lines (issue row B7): load + full build, then one incremental day.
+"""Ten million order lines (B7): load and full build, then one daily build at that scale.
 
-Two years of the synthetic source (``days`` days at ``orders_per_day`` distinct lines a
-day, 10,000,000 lines by default) are written as one full-report file, streamed from
-the generator to disk, and loaded with ``ingestion.loader.load_report``; then one
-``dbt build`` builds every mart from scratch. Both are timed once (they are long).
+Two years of the synthetic source (730 days at ``--scale-orders`` distinct lines a day,
+10,000,000 lines by default) are streamed into one full-report file and loaded with
+``ingestion.loader.load_report``; one ``dbt build`` then builds every mart from scratch
+(each timed once, for context). Then the daily build of the last Wednesday
+(``build_sales_day``) is timed on that database (medians of ``--reps``).
 
-Then the incremental day the daily run does (``ingestion.dbt.build_sales_day`` on the
-last Wednesday) is timed on that database and, as the baseline, on a database holding
-only the last ``baseline_days`` (30) days of the same source: the ratio shows whether
-the daily build stays flat at this scale (row B3's bound, 1.5x).
+Baseline: the same daily build on a database holding the last ``--short-days`` (30) days
+of the same source, loaded the same way. Limit: whole/short at most 1.5x (B3's bound),
+for the ``f_sales`` SQL and for the wall clock.
 """
 
 from __future__ import annotations
 
 import logging
-import statistics
 import time
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from benchmarks import DatabaseFactory, Result, ratio
-from benchmarks.marts import timed_build
-from ingestion import dbt
+from benchmarks.marts import BUILDS, FLAT, LAST_DAY, measure_history
 from ingestion.loader import load_report
 from ingestion.migrate import migrate
 from ingestion.warehouse import connection
 from local_report_api.synthetic import SyntheticShape, iter_file
 
 NAME = "scale"
-LAST_DAY = date(2024, 12, 1)  # a Sunday
-DAY = LAST_DAY - timedelta(days=4)  # the Wednesday of the last week
 
 
-def _report_file(workdir: Path, shape: SyntheticShape, days: list[date]) -> Path:
-    path = workdir / f"user_order_log_{len(days)}d.csv"
-    with path.open("wb") as out:
-        for block in iter_file(shape, "user_order_log", days):
-            out.write(block)
-    return path
+def fill_by_loader(workdir: Path, orders_per_day: int):  # noqa: ANN201
+    """A history filler: the source's full report of the days, loaded by the loader."""
 
-
-def _load(settings: dict[str, str], path: Path, days: list[date]) -> tuple[float, int]:
-    logging.getLogger("ingestion.loader").setLevel(logging.ERROR)
-    with connection(settings) as conn:
-        migrate(conn)
-        started = time.perf_counter()
-        summary = load_report(conn, days[0], days[-1], {"user_order_log": path}, "bench")
-        elapsed = time.perf_counter() - started
-    return elapsed, summary.tables["user_order_log"].rows_loaded
-
-
-def _day_model_seconds(env: dict[str, str], repetitions: int) -> tuple[float, float]:
-    """Median (wall, f_sales execution_time) of the daily build of DAY."""
-    samples = [
-        timed_build(lambda env: dbt.build_sales_day(DAY, env=env), env, "f_sales")
-        for _ in range(max(1, repetitions))
-    ]
-    return statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples)
-
-
-def _database(
-    databases: DatabaseFactory,
-    workdir: Path,
-    shape: SyntheticShape,
-    days: list[date],
-    repetitions: int,
-) -> dict[str, float]:
-    path = _report_file(workdir, shape, days)
-    with databases() as settings:
-        load_s, rows = _load(settings, path, days)
+    def fill(settings: dict[str, str], days: int) -> dict[str, Any]:
+        history = [LAST_DAY - timedelta(days=n) for n in reversed(range(days))]
+        path = workdir / f"user_order_log_{days}d.csv"
+        with path.open("wb") as out:
+            for block in iter_file(
+                SyntheticShape(orders_per_day=orders_per_day), "user_order_log", history
+            ):
+                out.write(block)
+        logging.getLogger("ingestion.loader").setLevel(logging.ERROR)
+        with connection(settings) as conn:
+            migrate(conn)
+            started = time.perf_counter()
+            summary = load_report(conn, history[0], history[-1], {"user_order_log": path}, "b")
+            load_s = time.perf_counter() - started
         path.unlink()
-        env = {
-            **settings,
-            "DBT_TARGET_PATH": str(workdir / f"target_{len(days)}"),
-            "DBT_LOG_PATH": str(workdir / f"logs_{len(days)}"),
-        }
-        started = time.perf_counter()
-        dbt.build_all(env=env)
-        build_s = time.perf_counter() - started
-        day_wall, day_sql = _day_model_seconds(env, repetitions)
-    return {"rows": rows, "load": load_s, "build": build_s, "day": day_wall, "day_sql": day_sql}
+        return {"load_s": load_s, "lines": summary.rows_loaded}
+
+    return fill
 
 
-def run(
-    databases: DatabaseFactory,
-    workdir: Path,
-    orders_per_day: int = 13_700,
-    days: int = 730,
-    baseline_days: int = 30,
-    repetitions: int = 2,
-) -> list[Result]:
-    shape = SyntheticShape(orders_per_day=orders_per_day)
-    history = [LAST_DAY - timedelta(days=n) for n in reversed(range(days))]
-    big = _database(databases, workdir, shape, history, repetitions)
-    small = _database(databases, workdir, shape, history[-baseline_days:], repetitions)
-    lines = f"{big['rows']:,} order lines over {days} days"
+def run(databases: DatabaseFactory, workdir: Path, sizes: Any) -> list[Result]:
+    fill = fill_by_loader(workdir, sizes.scale_orders)
+    day = BUILDS[:1]  # the daily build only
+    big = measure_history(databases, workdir, sizes.scale_days, fill, sizes.reps, day)
+    small = measure_history(databases, workdir, sizes.short_days, fill, sizes.reps, day)
+    (b_wall, b_sql, _), (s_wall, s_sql, _) = big["f_sales day"], small["f_sales day"]
+    lines = f"{big['lines']:,} order lines over {sizes.scale_days} days"
     return [
-        Result(NAME, "load_report of the whole history", big["load"], "s", lines),
-        Result(NAME, "load throughput", ratio(big["rows"], big["load"]), "rows/s", "distinct"),
-        Result(NAME, "full dbt build", big["build"], "s", "every mart from scratch"),
-        Result(NAME, "one incremental day, full history", big["day"], "s", f"{DAY} wall"),
-        Result(
-            NAME,
-            "one incremental day, baseline history",
-            small["day"],
-            "s",
-            f"{baseline_days} days, {small['rows']:,} lines",
-        ),
-        Result(
-            NAME,
-            "incremental day: ratio full/baseline, f_sales SQL",
-            ratio(big["day_sql"], small["day_sql"]),
-            "x",
-            f"execution_time {small['day_sql']:.3f} s vs {big['day_sql']:.3f} s",
-        ),
-        Result(
-            NAME,
-            "incremental day: ratio full/baseline, wall clock",
-            ratio(big["day"], small["day"]),
-            "x",
-            f"{ratio(big['rows'], small['rows']):.0f}x the lines",
-        ),
-    ]
+        Result(NAME, "load_report of the whole history", big["load_s"], "s",
+               f"{lines}; {ratio(big['lines'], big['load_s']):,.0f} lines/s"),
+        Result(NAME, "full dbt build", big["build_s"], "s", "every mart from scratch"),
+        Result(NAME, "daily build, whole history", b_wall, "s", f"{LAST_DAY - timedelta(4)}"),
+        Result(NAME, f"daily build, {sizes.short_days} days", s_wall, "s",
+               f"baseline; {small['lines']:,} lines"),
+        Result(NAME, "daily build: whole/short history, f_sales SQL", ratio(b_sql, s_sql), "x",
+               f"short {s_sql:.3f} s, whole {b_sql:.3f} s", limit=FLAT),
+        Result(NAME, "daily build: whole/short history, wall clock", ratio(b_wall, s_wall), "x",
+               f"{ratio(big['lines'], small['lines']):.1f}x the lines", limit=FLAT),
+    ]  # fmt: skip
