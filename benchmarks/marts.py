@@ -1,7 +1,7 @@
 """Daily and weekly builds on a short and a long history (B3, B4).
 
-The daily refill (``ingestion.dbt.build_sales_day``: staging views, dimensions and
-``f_sales`` for one day) and the weekly retention build (``build_retention_week``) touch
+The daily refill (``ingestion.dbt.build_periods``: staging views, dimensions and
+``f_sales`` for one day) and the weekly retention build (``build_periods``) touch
 one day and one week, so they should cost the same whatever history the warehouse holds.
 Two throwaway databases get the same synthetic order lines, generated in SQL straight
 into staging (deterministic per day and line, about 5% refunds; the loader has its own
@@ -63,8 +63,8 @@ from generate_series(%(first)s::timestamp, %(last)s::timestamp, interval '1 day'
 Fill = Callable[[dict[str, str], int], dict[str, Any]]  # fills a database with N days
 Build = tuple[str, Callable[..., None], str]  # name, ingestion.dbt build, its model
 BUILDS: list[Build] = [
-    ("f_sales day", lambda env: dbt.build_sales_day(DAY, env=env), "f_sales"),
-    ("retention week", lambda env: dbt.build_retention_week(WEEK_START, env=env),
+    ("f_sales day", lambda env: dbt.build_periods([DAY], env=env), "f_sales"),
+    ("retention week", lambda env: dbt.build_periods([], [WEEK_START], env=env),
      "f_customer_retention"),
 ]  # fmt: skip
 

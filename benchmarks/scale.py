@@ -4,7 +4,7 @@ Two years of the synthetic source (730 days at ``--scale-orders`` distinct lines
 10,000,000 lines by default) are streamed into one full-report file and loaded with
 ``ingestion.loader.load_report``; one ``dbt build`` then builds every mart from scratch
 (each timed once, for context). Then the daily build of the last Wednesday
-(``build_sales_day``) is timed on that database (medians of ``--reps``).
+(``build_periods``) is timed on that database (medians of ``--reps``).
 
 Baseline: the same daily build on a database holding the last ``--short-days`` (30) days
 of the same source, loaded the same way. Limit: whole/short at most 1.5x (B3's bound),

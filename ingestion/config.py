@@ -1,8 +1,5 @@
-"""Where the report API is and how to authenticate to it, outside Airflow: ``REPORT_API_*``.
-
-Inside Airflow the ``report_api`` connection is the source of truth
-(``dags/sales_mart_support/connections.py``).
-"""
+"""The report API's settings outside Airflow: ``REPORT_API_*`` (inside: the ``report_api``
+connection, ``dags/sales_mart_support/connections.py``)."""
 
 from __future__ import annotations
 
@@ -35,38 +32,21 @@ class ApiSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ApiSettings | None:
-        """Settings from ``REPORT_API_*``; None when ``REPORT_API_URL`` is not set.
-
-        A URL without a key (or without nickname/cohort, which every call must carry)
-        is a half-done configuration and raises rather than silently using the local API.
-        """
-        base_url = environ.get(ENV_URL, "").strip()
-        if not base_url:
+        """Settings from ``REPORT_API_*``; None when ``REPORT_API_URL`` is not set; a URL
+        without the key, nickname or cohort (every call carries them) is an error."""
+        names = (ENV_URL, ENV_KEY, ENV_NICKNAME, ENV_COHORT)
+        values = {name: environ.get(name, "").strip() for name in names}
+        if not values[ENV_URL]:
             return None
-        values = {
-            name: environ.get(name, "").strip() for name in (ENV_KEY, ENV_NICKNAME, ENV_COHORT)
-        }
-        missing = [name for name, value in values.items() if not value]
-        if missing:
-            raise ConfigurationError(
-                f"{ENV_URL} is set but {', '.join(missing)} "
-                f"{'is' if len(missing) == 1 else 'are'} not; set them or unset {ENV_URL} "
-                "to use the local report API"
-            )
-        return cls(
-            base_url=base_url,
-            api_key=values[ENV_KEY],
-            nickname=values[ENV_NICKNAME],
-            cohort=values[ENV_COHORT],
-        )
+        if missing := [name for name, value in values.items() if not value]:
+            raise ConfigurationError(f"{ENV_URL} is set but {', '.join(missing)} not: set them")
+        return cls(*values.values())
 
     @classmethod
     def require_env(cls, environ: Mapping[str, str] = os.environ) -> ApiSettings:
-        """Settings from ``REPORT_API_*``, or an error naming every missing variable.
-
-        Synthetic data never reaches a configured warehouse: only ``python -m retail_dev``
-        starts the local report API, and only for the embedded warehouse.
-        """
+        """Settings from ``REPORT_API_*``, or an error naming them: synthetic data never
+        reaches a configured warehouse (``retail_dev`` starts the local API only for the
+        embedded one)."""
         settings = cls.from_env(environ)
         if settings is None:
             raise ConfigurationError(
@@ -78,9 +58,5 @@ class ApiSettings:
 
     def headers(self) -> dict[str, str]:
         """The headers every API call carries (SPEC section 2)."""
-        return {
-            "X-Nickname": self.nickname,
-            "X-Cohort": self.cohort,
-            "X-Project": "True",
-            "X-API-KEY": self.api_key,
-        }
+        return {"X-Nickname": self.nickname, "X-Cohort": self.cohort, "X-Project": "True",
+                "X-API-KEY": self.api_key}  # fmt: skip

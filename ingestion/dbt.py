@@ -143,24 +143,6 @@ def build_periods(
     run_dbt(["build", "--selector", selector], periods=periods, env=env)
 
 
-def build_sales_days(days: Iterable[date], *, env: Mapping[str, str] | None = None) -> None:
-    """Refill ``mart.f_sales`` and the dimensions for every day given, in one dbt build."""
-    build_periods(days, env=env)
-
-
-def build_sales_day(day: date, *, env: Mapping[str, str] | None = None) -> None:
-    build_periods([day], env=env)
-
-
-def build_retention_weeks(weeks: Iterable[date], *, env: Mapping[str, str] | None = None) -> None:
-    """Rebuild ``mart.f_customer_retention`` for the ISO weeks starting on these Mondays."""
-    build_periods([], weeks, env=env)
-
-
-def build_retention_week(week_start: date, *, env: Mapping[str, str] | None = None) -> None:
-    build_periods([], [week_start], env=env)
-
-
 def build_all(*, env: Mapping[str, str] | None = None) -> None:
     """``dbt build`` with no variables: every mart brought up to date with all of staging."""
     run_dbt(["build"], env=env)

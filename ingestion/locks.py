@@ -79,15 +79,3 @@ def session_lock(settings: Mapping[str, str], key: int, what: str) -> Iterator[N
         yield
     finally:
         conn.close()
-
-
-def lock_holders(conn: Connection, key: int) -> list[int]:
-    """Process ids of the sessions holding the advisory lock ``key`` in ``conn``'s database."""
-    with conn.cursor() as cur:
-        cur.execute(
-            "select pid from pg_locks where locktype = 'advisory' and granted"
-            " and database = (select oid from pg_database where datname = current_database())"
-            " and objsubid = 1 and ((classid::bigint << 32) | objid::bigint) = %s",
-            (key,),
-        )
-        return [row[0] for row in cur.fetchall()]

@@ -96,30 +96,21 @@ class Migration:
 
     version: str
     name: str
-    path: Path
-
-    @property
-    def sql(self) -> str:
-        return self.path.read_text(encoding="utf-8")
-
-    @property
-    def checksum(self) -> str:
-        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+    sql: str
+    checksum: str
 
 
 def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """The migration files in version order; a stray or duplicate version is an error."""
-    migrations: list[Migration] = []
-    seen: dict[str, Path] = {}
+    """The migration files in version order; a stray name or a shared version is an error."""
+    migrations = []
     for path in sorted(directory.glob("*.sql")):
-        match = MIGRATION_FILE.match(path.name)
-        if not match:
+        if not (match := MIGRATION_FILE.match(path.name)):
             raise MigrationError(f"{path}: migration files are named NNNN_lowercase_name.sql")
-        version = match["version"]
-        if version in seen:
-            raise MigrationError(f"{path} and {seen[version]} share version {version}")
-        seen[version] = path
-        migrations.append(Migration(version=version, name=path.stem, path=path))
+        if migrations and migrations[-1].version == match["version"]:
+            raise MigrationError(f"{path} shares version {match['version']} with another file")
+        text = path.read_bytes()
+        digest = hashlib.sha256(text).hexdigest()
+        migrations.append(Migration(match["version"], path.stem, text.decode(), digest))
     return migrations
 
 
@@ -163,11 +154,8 @@ def _apply_pending(conn: Connection, migrations: list[Migration]) -> list[str]:
         if recorded is not None:
             earlier = EARLIER_VERSIONS.get(migration.version, set())
             if recorded != migration.checksum and recorded not in earlier:
-                log.warning(
-                    "migration %s changed after it was applied; not re-running it "
-                    "(add a new migration instead)",
-                    migration.name,
-                )
+                log.warning("migration %s changed after it was applied; not re-running it"
+                            " (add a new migration instead)", migration.name)  # fmt: skip
             continue
         _apply_one(conn, migration)
         names.append(migration.name)

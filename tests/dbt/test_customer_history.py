@@ -52,7 +52,7 @@ def _load_day(settings: dict[str, str], folder: Path, day: date, lines: list[tup
             )
     with connection(settings) as conn:
         load_increment(conn, day, {"user_order_log": path}, f"increment-{day}")
-    dbt.build_sales_day(day)
+    dbt.build_periods([day])
 
 
 def test_a_changed_name_and_city_close_one_version_and_open_the_next(
@@ -88,7 +88,7 @@ def test_a_changed_name_and_city_close_one_version_and_open_the_next(
     assert anna_closed[2] == boris[2] < anna_open[2]
 
     # rebuilding a day already built adds no version
-    dbt.build_sales_day(date(2024, 10, 8))
+    dbt.build_periods([date(2024, 10, 8)])
     assert query(settings, HISTORY) == expected
 
     # Boris moves on a third day: his first version closes where the new one starts

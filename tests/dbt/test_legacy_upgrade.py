@@ -131,7 +131,7 @@ def test_first_build_upgrades_legacy_marts_and_keeps_history(
 def test_a_day_refill_keeps_legacy_rows(legacy_database: dict[str, str], use_database) -> None:
     use_database(legacy_database)
     before = query(legacy_database, "select * from mart.f_sales order by id")
-    dbt.build_sales_day(date(2024, 10, 2))
+    dbt.build_periods([date(2024, 10, 2)])
     after = query(legacy_database, "select * from mart.f_sales order by uniq_id")
     columns = [
         row[0]

@@ -108,9 +108,9 @@ def test_dimensions_cover_the_facts(built, staged_database) -> None:
 @pytest.mark.slow  # several day/week builds in a row (make e2e)
 def test_rebuilding_days_and_weeks_in_another_order_is_identical(built, staged_database) -> None:
     # a week first, then the days under it and an older one, each rebuilt alone
-    dbt.build_retention_week(date(2024, 9, 30))
-    dbt.build_sales_day(date(2024, 10, 2))
-    dbt.build_sales_day(date(2024, 9, 8))
+    dbt.build_periods([], [date(2024, 9, 30)])
+    dbt.build_periods([date(2024, 10, 2)])
+    dbt.build_periods([date(2024, 9, 8)])
     assert snapshot(staged_database) == built
 
 
@@ -127,11 +127,11 @@ def test_rebuilding_a_period_without_rows_empties_it(built, staged_database) -> 
         values ('weekly', '2024-W41', '2024-10-07', '2024-10-13', 1, 1, 0, 0, 10.00, 0, 0);
         """,
     )
-    dbt.build_sales_day(date(2024, 10, 9))
+    dbt.build_periods([date(2024, 10, 9)])
     assert query(staged_database, "select count(*) from mart.f_sales where date_id = 20241009") == [
         (0,)
     ]
-    dbt.build_retention_week(date(2024, 10, 7))
+    dbt.build_periods([], [date(2024, 10, 7)])
     assert query(
         staged_database,
         "select count(*) from mart.f_customer_retention where period_id = '2024-W41'",
@@ -159,8 +159,8 @@ def test_rebuilding_an_older_day_keeps_the_newest_dimension_names(built, staged_
     execute(staged_database, rename_city, ("Москва (новое имя)",))
     execute(staged_database, rename_item, ("Сахар (новое имя)",))
     try:
-        dbt.build_sales_day(date(2024, 10, 2))
-        dbt.build_sales_day(date(2024, 9, 10))  # older lines still carry the old names
+        dbt.build_periods([date(2024, 10, 2)])
+        dbt.build_periods([date(2024, 9, 10)])  # older lines still carry the old names
         assert query(staged_database, "select city_name from mart.d_city where city_id = 0") == [
             ("Москва (новое имя)",)
         ]
@@ -170,7 +170,7 @@ def test_rebuilding_an_older_day_keeps_the_newest_dimension_names(built, staged_
     finally:
         execute(staged_database, rename_city, ("Москва",))
         execute(staged_database, rename_item, ("Сахар песок",))
-    dbt.build_sales_day(date(2024, 10, 2))
+    dbt.build_periods([date(2024, 10, 2)])
     assert snapshot(staged_database) == built
 
 
@@ -187,7 +187,7 @@ def test_an_order_line_moved_to_another_day_is_not_duplicated(built, staged_data
         (moved,),
     )
     try:
-        dbt.build_sales_day(date(2024, 10, 9))
+        dbt.build_periods([date(2024, 10, 9)])
         assert query(
             staged_database, "select date_id from mart.f_sales where uniq_id = %s", (moved,)
         ) == [(20241009,)]
@@ -197,7 +197,7 @@ def test_an_order_line_moved_to_another_day_is_not_duplicated(built, staged_data
             "update staging.user_order_log set date_time = '2024-10-02' where uniq_id = %s",
             (moved,),
         )
-    dbt.build_sales_day(date(2024, 10, 2))
+    dbt.build_periods([date(2024, 10, 2)])
     after = snapshot(staged_database)
     # d_customer keeps the attributes of the latest order line it has seen (2024-10-09
     # here, which staging no longer has): a dimension only moves forward.
@@ -222,7 +222,7 @@ def test_bad_staging_rows_fail_the_build_and_keep_the_marts(built, staged_databa
     execute(staged_database, bad_rows)
     try:
         with pytest.raises(dbt.DbtError) as day_failure:
-            dbt.build_sales_day(date(2024, 10, 2))
+            dbt.build_periods([date(2024, 10, 2)])
         message = str(day_failure.value)
         assert "value_between_stg_report_api__user_order_log_quantity" in message
         assert "accepted_values_rows_stg_report_api__user_order_log_status" in message

@@ -165,7 +165,7 @@ class History:
                 plan = rebuild_plan(conn, day, day, **EVERY_WEEK)
             else:
                 _, monday = step  # on request: complete or not, empty or not
-                dbt.build_retention_weeks([monday])
+                dbt.build_periods([], [monday])
                 self.built_weeks.add(monday)
                 return
         dbt.build_periods(plan.days, plan.week_starts)

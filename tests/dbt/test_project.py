@@ -99,7 +99,7 @@ def test_parse_and_docs_generate(warehouse: dict[str, str]) -> None:
 
 def test_week_start_must_be_a_monday(warehouse: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="not a Monday"):
-        dbt.build_retention_week(date(2024, 10, 1))
+        dbt.build_periods([], [date(2024, 10, 1)])
     with pytest.raises(dbt.DbtError, match="not a Monday"):
         dbt.run_dbt(
             ["compile", "--select", "f_customer_retention"], vars={"week_start": "2024-10-01"}

@@ -81,7 +81,7 @@ def test_a_staging_row_the_loader_would_refuse_fails_the_day_and_keeps_the_marts
     execute(staged_database, INSERT_LINE, (uniq_id, quantity, amount, status))
     try:
         with pytest.raises(dbt.DbtError) as failure:
-            dbt.build_sales_day(DAY)
+            dbt.build_periods([DAY])
         message = str(failure.value)
         assert failing_test in message
         assert uniq_id in message  # the offending row is shown
@@ -97,7 +97,7 @@ def test_the_largest_amounts_the_loader_accepts_build(built, staged_database) ->
     execute(staged_database, INSERT_LINE, ("edge-max-amount", 1, "99999999.99", "shipped"))
     execute(staged_database, INSERT_LINE, ("edge-max-refund", 1, "99999999.99", "refunded"))
     try:
-        dbt.build_sales_day(DAY)
+        dbt.build_periods([DAY])
         assert query(
             staged_database,
             "select uniq_id, quantity, payment_amount from mart.f_sales"
@@ -108,7 +108,7 @@ def test_the_largest_amounts_the_loader_accepts_build(built, staged_database) ->
         ]
     finally:
         execute(staged_database, "delete from staging.user_order_log where uniq_id like 'edge-%'")
-        dbt.build_sales_day(DAY)
+        dbt.build_periods([DAY])
     assert marts(staged_database) == built
 
 

@@ -154,9 +154,9 @@ def test_status_shows_loads_marts_freshness_and_failures(first_run, capsys):
 def test_rebuilding_days_and_weeks_in_another_order_gives_the_same_marts(first_run):
     before = snapshot(first_run)
     for week_start in reversed(WEEK_STARTS[-2:]):
-        dbt.build_retention_week(week_start)
+        dbt.build_periods([], [week_start])
     for day in (date(2024, 10, 2), date(2024, 9, 15), date(2024, 10, 1)):
-        dbt.build_sales_day(day)
+        dbt.build_periods([day])
     assert snapshot(first_run) == before
 
 

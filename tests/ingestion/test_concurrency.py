@@ -135,13 +135,13 @@ def test_a_build_lock_timeout_names_the_database(warehouse, monkeypatch) -> None
         locks.session_lock(warehouse, locks.MARTS_BUILD_LOCK_KEY, "test holder"),
         pytest.raises(locks.LockTimeout) as raised,
     ):
-        dbt.build_sales_day(DAY)
+        dbt.build_periods([DAY])
     assert str(raised.value) == (
         f"another dbt build of the marts in database {warehouse['PGDATABASE']} is running;"
         " waited 0.5 s"
     )
     with connection(warehouse) as conn:
-        assert locks.lock_holders(conn, locks.MARTS_BUILD_LOCK_KEY) == []
+        assert lock_holders(conn, locks.MARTS_BUILD_LOCK_KEY) == []
 
 
 def test_the_lock_timeout_setting_is_checked(monkeypatch) -> None:
@@ -153,3 +153,15 @@ def test_the_lock_timeout_setting_is_checked(monkeypatch) -> None:
         locks.lock_timeout_s()
     monkeypatch.delenv(locks.TIMEOUT_VARIABLE)
     assert locks.lock_timeout_s() == locks.DEFAULT_TIMEOUT_S
+
+
+def lock_holders(conn, key: int) -> list[int]:
+    """Process ids of the sessions holding the advisory lock ``key`` in ``conn``'s database."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "select pid from pg_locks where locktype = 'advisory' and granted"
+            " and database = (select oid from pg_database where datname = current_database())"
+            " and objsubid = 1 and ((classid::bigint << 32) | objid::bigint) = %s",
+            (key,),
+        )
+        return [row[0] for row in cur.fetchall()]
