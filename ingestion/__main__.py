@@ -1,5 +1,3 @@
-import sys
-
 from ingestion.cli import main
 
-sys.exit(main())
+raise SystemExit(main())

@@ -181,8 +181,7 @@ def main(argv: Sequence[str] | None = None, command: typer.Typer = app) -> int:
 
 
 def describe_error(error: Exception) -> str:
-    """The user's one-line message: the project's own errors say what failed and where;
-    anything else is shown with its type (a bare ``'files'`` is a KeyError)."""
+    """One line: the project's own errors say what and where; others show their type."""
     if type(error).__module__.startswith("ingestion."):
         return str(error)
     return f"{type(error).__name__}: {error} (rerun with -v for the traceback)"

@@ -186,27 +186,15 @@ class ReportApiClient:
         files = data.get("s3_path") or {}
         if not data.get("report_id") or not files:
             raise UnexpectedResponseError(f"report task {task_id} SUCCESS without files: {data!r}")
-        return Report(
-            task_id=task_id,
-            report_id=str(data["report_id"]),
-            start_day=_parse_api_day(data.get("start_day"), "start_day"),
-            end_date=_parse_api_day(data.get("end_date"), "end_date"),
-            files=dict(files),
-        )
+        days = (_parse_api_day(data.get(key), key) for key in ("start_day", "end_date"))
+        return Report(task_id, str(data["report_id"]), *days, dict(files))
 
     def wait_for_report(
-        self,
-        task_id: str,
-        *,
-        deadline_s: float = 300,
-        initial_delay_s: float = 1,
+        self, task_id: str, *, deadline_s: float = 300, initial_delay_s: float = 1,
         max_delay_s: float = 30,
-    ) -> Report:
-        """Poll until SUCCESS with exponential backoff; ReportTimeout after ``deadline_s``.
-
-        The poll stops before a sleep that would overrun the deadline, so the call never
-        takes much longer than ``deadline_s`` plus one request.
-        """
+    ) -> Report:  # fmt: skip
+        """Poll until SUCCESS with exponential backoff; ReportTimeout after ``deadline_s``
+        (no sleep overruns it: the call takes at most the deadline plus one request)."""
 
         def log_running(state: RetryCallState) -> None:
             upcoming = state.upcoming_sleep
@@ -227,11 +215,8 @@ class ReportApiClient:
 
     def get_increment(self, report_id: str, day: date) -> Increment | NotFound:
         """The increment of ``day``, or NotFound when the API has none for that day."""
-        body = self._call(
-            "GET",
-            "/get_increment",
-            params={"report_id": report_id, "date": f"{day.isoformat()}T00:00:00"},
-        )
+        params = {"report_id": report_id, "date": f"{day.isoformat()}T00:00:00"}
+        body = self._call("GET", "/get_increment", params=params)
         status = body.get("status")
         data = body.get("data") or {}
         if status == "NOT FOUND":
@@ -243,12 +228,7 @@ class ReportApiClient:
         files = data.get("s3_path") or {}
         if not data.get("increment_id") or not files:
             raise UnexpectedResponseError(f"increment for {day} SUCCESS without files: {data!r}")
-        return Increment(
-            report_id=report_id,
-            day=day,
-            increment_id=str(data["increment_id"]),
-            files=dict(files),
-        )
+        return Increment(report_id, day, str(data["increment_id"]), dict(files))
 
     def fetch_files(
         self, files: Mapping[str, str], dest_dir: Path, *, day: date | None = None
@@ -259,7 +239,12 @@ class ReportApiClient:
         the local paths, named as the source names them (``user_order_log_inc.csv``) so
         that errors name the source's file; None: the source has no such file (404).
         """
-        return _fetch_all(self._session, files, Path(dest_dir), day=day, timeout=self._timeout)
+        return {
+            logical_name(key): _download(
+                self._session, url, Path(dest_dir) / f"{key}.csv", day=day, timeout=self._timeout
+            )  # fmt: skip
+            for key, url in files.items()
+        }
 
     def _call(
         self, method: str, path: str, *, params: Mapping[str, str] | None = None
@@ -302,30 +287,10 @@ class ReportApiClient:
         return text.replace(key, "***") if key else text
 
 
-def _fetch_all(
-    session: requests.Session,
-    files: Mapping[str, str],
-    dest_dir: Path,
-    *,
-    day: date | None,
-    timeout: tuple[float, float],
-) -> dict[str, Path | None]:
-    return {
-        logical_name(key): _download(
-            session, url, dest_dir / f"{key}.csv", day=day, timeout=timeout
-        )
-        for key, url in files.items()
-    }
-
-
 def _download(
-    session: requests.Session,
-    url: str,
-    dest: Path,
-    *,
-    day: date | None,
+    session: requests.Session, url: str, dest: Path, *, day: date | None,
     timeout: tuple[float, float],
-) -> Path | None:
+) -> Path | None:  # fmt: skip
     label = _file_label(url, day)
     retrying = Retrying(
         retry=retry_if_exception_type(

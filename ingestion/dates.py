@@ -68,20 +68,13 @@ class RunDates:
     build_week: bool
     reason: str
 
-    @property
-    def week_start(self) -> date:
-        return iso_week_bounds(self.day)[0]
-
-    @property
-    def week_end(self) -> date:
-        return iso_week_bounds(self.day)[1]
-
     def as_xcom(self) -> dict[str, str | bool]:
         """JSON-able values (the DAG pushes them as separate XCom keys for its templates)."""
+        monday, sunday = iso_week_bounds(self.day)
         return {
             "day": self.day.isoformat(),
-            "week_start": self.week_start.isoformat(),
-            "week_end": self.week_end.isoformat(),
+            "week_start": monday.isoformat(),
+            "week_end": sunday.isoformat(),
             "week_id": iso_week_id(self.day),
             "build_week": self.build_week,
             "reason": self.reason,

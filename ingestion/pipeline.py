@@ -32,23 +32,11 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 
 
-REPORT_DEADLINE_S = 300.0
-ENV_REPORT_DEADLINE = "REPORT_API_DEADLINE_S"
-
-
-def request_report(settings: ApiSettings, *, deadline_s: float | None = None) -> Report:
-    """Ask the API to build a report and wait (bounded backoff, deadline) until it is ready.
-
-    The deadline: ``deadline_s``, else ``REPORT_API_DEADLINE_S``, else 300 s.
-    """
-    if deadline_s is None:
-        deadline_s = float(os.environ.get(ENV_REPORT_DEADLINE, "").strip() or REPORT_DEADLINE_S)
-    client = ReportApiClient(settings)
-    task_id = client.generate_report()
-    log.info("report requested: task %s", task_id)
-    report = client.wait_for_report(task_id, deadline_s=deadline_s)
-    log.info("report %s ready: days %s..%s", report.report_id, report.start_day, report.end_date)
-    return report
+def request_report(settings: ApiSettings) -> Report:
+    """Ask the API for a report and wait until it is ready (``REPORT_API_DEADLINE_S``, 300)."""
+    deadline_s = float(os.environ.get("REPORT_API_DEADLINE_S", "").strip() or 300)
+    with ReportApiClient(settings) as client:
+        return client.wait_for_report(client.generate_report(), deadline_s=deadline_s)
 
 
 def load_full_report(
@@ -111,16 +99,12 @@ class RebuildPlan:
 
     def as_xcom(self) -> dict[str, Any]:
         """JSON-able, with the dbt variables ready for the Cosmos task templates."""
-        return {
-            "days": [day.isoformat() for day in self.days],
-            "week_starts": [monday.isoformat() for monday in self.week_starts],
-            "day_var": dbt.period_var(self.days),
-            "week_start_var": (
-                dbt.period_var(self.week_starts, step_days=7) if self.week_starts else None
-            ),
-            "build_week": bool(self.week_starts),
-            "incomplete": self.incomplete_message(),
-        }
+        weeks = dbt.period_var(self.week_starts, step_days=7) if self.week_starts else None
+        return {"days": [day.isoformat() for day in self.days],
+                "week_starts": [monday.isoformat() for monday in self.week_starts],
+                "day_var": dbt.period_var(self.days), "week_start_var": weeks,
+                "build_week": bool(self.week_starts),
+                "incomplete": self.incomplete_message()}  # fmt: skip
 
 
 def plan_periods(

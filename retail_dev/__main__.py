@@ -1,5 +1,3 @@
-import sys
-
 from retail_dev.cli import main
 
-sys.exit(main())
+raise SystemExit(main())
