@@ -18,7 +18,7 @@ from pathlib import Path
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from ingestion.project import DBT_PROJECT_DIR, RETENTION_MART_ASSET, RETENTION_REPORT_DAG_ID
-from sales_mart_support.alerts import ALERT_MACROS, failure_callbacks
+from sales_mart_support.alerts import ALERT_MACROS, default_args
 from sales_mart_support.failures import fail_fast
 
 
@@ -28,14 +28,7 @@ from sales_mart_support.failures import fail_fast
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=1),
-    default_args={
-        "owner": "data-platform",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": 2.0,
-        "execution_timeout": timedelta(minutes=15),
-        "on_failure_callback": failure_callbacks(),
-    },
+    default_args=default_args(retries=2, execution_timeout=timedelta(minutes=15)),
     params={
         "weeks": Param(
             8,

@@ -42,7 +42,7 @@ from ingestion.project import (
     SALES_MART_DAG_ID,
     SALES_SELECTOR,
 )
-from sales_mart_support.alerts import ALERT_MACROS, failure_callbacks
+from sales_mart_support.alerts import ALERT_MACROS, default_args
 from sales_mart_support.cosmos import dbt_group
 from sales_mart_support.failures import fail_fast
 
@@ -62,15 +62,7 @@ def plan_template(key: str) -> str:
     catchup=False,  # missed days are backfilled on purpose, not replayed after a pause
     max_active_runs=1,  # days one after the other: the runs share the marts
     dagrun_timeout=timedelta(hours=6),
-    default_args={
-        "owner": "data-platform",
-        "retries": 3,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": timedelta(minutes=30),
-        "execution_timeout": timedelta(minutes=30),
-        "on_failure_callback": failure_callbacks(),
-    },
+    default_args=default_args(),
     params={
         "day": Param(
             None,

@@ -83,6 +83,22 @@ class EachFailure:
         copy.deepcopy(self.notifier)(context)
 
 
+def default_args(**overrides: Any) -> dict[str, Any]:
+    """Both DAGs' task defaults: retries with backoff, a timeout, the failure alerts."""
+    from datetime import timedelta
+
+    return {
+        "owner": "data-platform",
+        "retries": 3,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=30),
+        "execution_timeout": timedelta(minutes=30),
+        "on_failure_callback": failure_callbacks(),
+        **overrides,
+    }
+
+
 def failure_callbacks(
     environ: Mapping[str, str] = os.environ,
 ) -> list[Callable[[Any], None]]:

@@ -15,6 +15,7 @@ import pytest
 from ingestion import dbt
 from ingestion.cli import main
 from local_report_api import LocalApiConfig, LocalReportApi
+from retail_dev.cli import api_env, local_api_settings
 from support.mart_expectations import order_lines, retention, signed_sums_per_day
 from support.mart_tables import query, snapshot
 
@@ -36,13 +37,14 @@ def pipeline_db(make_database, recorded_api):
     """A database on which ``run`` has been executed once over START..END."""
     settings = make_database()
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in settings.items():
-            patch.setenv(name, value)
-        patch.setenv("REPORT_API_URL", recorded_api.url)
-        patch.setenv("REPORT_API_KEY", recorded_api.config.api_key)
-        patch.setenv("REPORT_API_NICKNAME", recorded_api.config.nickname)
-        patch.setenv("REPORT_API_COHORT", recorded_api.config.cohort)
+        _use(patch, settings, recorded_api)
         yield settings, patch
+
+
+def _use(patch: pytest.MonkeyPatch, settings: dict[str, str], api: LocalReportApi) -> None:
+    """The CLI's environment: this warehouse and that report API."""
+    for name, value in {**settings, **api_env(local_api_settings(api))}.items():
+        patch.setenv(name, value)
 
 
 def _run(start: date, end: date) -> int:
@@ -167,12 +169,7 @@ def test_a_week_with_a_missing_day_waits_for_the_run_that_loads_it(
     never ran) builds the day, not the week, and fails naming the missing days; the run
     that loads them builds the week, equal to the spec computed from the files."""
     settings = make_database()
-    for name, value in settings.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("REPORT_API_URL", recorded_api.url)
-    monkeypatch.setenv("REPORT_API_KEY", recorded_api.config.api_key)
-    monkeypatch.setenv("REPORT_API_NICKNAME", recorded_api.config.nickname)
-    monkeypatch.setenv("REPORT_API_COHORT", recorded_api.config.cohort)
+    _use(monkeypatch, settings, recorded_api)
     capsys.readouterr()
     assert _run(END, END) == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
