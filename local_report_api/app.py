@@ -310,7 +310,7 @@ def serve_forever(
     config: LocalApiConfig | None = None, *, host: str = "127.0.0.1", port: int = 8000
 ) -> None:
     """Run the local report API in the foreground until interrupted (Ctrl-C, SIGTERM):
-    ``python -m ingestion serve``, reached by other processes through ``REPORT_API_URL``."""
+    ``python -m retail_dev serve``, reached by other processes through ``REPORT_API_URL``."""
     config = config or LocalApiConfig()
     days = f"{config.report_start}..{config.report_end}, increments to {config.increments_until}"
     logger.info("local report API serving on http://%s:%d (report %s)", host, port, days)

@@ -2,7 +2,7 @@
 as charts (PNG) and one self-contained HTML page.
 
 Runtime package; imports neither Airflow nor ``ingestion`` (it is given a connection).
-The ``retention_report`` DAG, ``make report`` and ``python -m ingestion report`` all call
+The ``retention_report`` DAG, ``make report`` and ``python -m retail_dev report`` all call
 :func:`render_report`.
 """
 
