@@ -110,18 +110,6 @@ def airflow(
         yield instance
 
 
-def test_a_run_before_the_old_start_date_does_the_work(airflow: Airflow) -> None:
-    """2023-04-17 used to "succeed" in 50 ms with no task instance (start_date 2024-10-01)."""
-    run = airflow.dags_test("2023-04-17")
-    assert run.state == "success", run.output[-4000:]
-    for task_id in ("resolve_run_dates", "prepare_staging", "generate_report", "wait_for_report"):
-        assert run.tasks[task_id] == ("success", 1), (task_id, run.tasks)
-    assert run.tasks["load_day"][0] == "success"
-    assert "D = 2023-04-16" in run.output
-    # Every task of the DAG has an instance in the run.
-    assert len(run.tasks) >= 12
-
-
 @pytest.mark.parametrize(
     ("logical_date", "conf", "day"),
     [

@@ -21,6 +21,7 @@ then (a) again, which now succeeds and leaves every mart identical; and finally
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import sys
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from typing import Any
 import pytest
 
 from ingestion import project
+from ingestion.project import RETENTION_MART_ASSET
 from ingestion.warehouse import connect
 from retail_dev.local_airflow import connection_env as airflow_connection_env
 from support.airflow_cli import (
@@ -72,6 +74,10 @@ class Scenario:
     runs: dict[str, DagRunResult] = field(default_factory=dict)
     marts: dict[str, dict[str, list[tuple[Any, ...]]]] = field(default_factory=dict)
     staging_days: dict[str, list[date]] = field(default_factory=dict)
+    queued: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+    needing_runs: list[str] = field(default_factory=list)
+    reports: Path = Path()
+    report: str = ""
 
 
 def _dags_test(scenario: Scenario, logical_date: str) -> DagRunResult:
@@ -123,6 +129,27 @@ def _staging_days(settings: Mapping[str, str]) -> list[date]:
         conn.close()
 
 
+def _meta(scenario: Scenario, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(scenario.airflow_home / "airflow.db") as meta:
+        return meta.execute(sql, params).fetchall()
+
+
+# What Airflow queued for asset-triggered DAGs, and the scheduler's own question of which
+# DAGs need a run now, asked of the test's metadata database.
+QUEUED = (
+    "select q.target_dag_id, a.uri from asset_dag_run_queue as q"
+    " join asset as a on a.id = q.asset_id order by 1, 2"
+)
+NEEDING_RUNS = """
+import json
+from airflow.models.dag import DagModel
+from airflow.utils.session import create_session
+with create_session() as session:
+    query, triggered = DagModel.dags_needing_dagruns(session)
+    print(json.dumps(sorted(triggered)))
+"""
+
+
 def _query(settings: Mapping[str, str], sql: str, *params: Any) -> list[tuple[Any, ...]]:
     conn = connect(settings)
     try:
@@ -144,9 +171,11 @@ def scenario(make_database, tmp_path_factory: pytest.TempPathFactory) -> Scenari
     # re-dating them into W40 with another customer: the Monday run must rebuild both weeks.
     config = LocalApiConfig(orders_per_day=300, corrections={CORRECTED_DAY: CORRECTIONS})
     with LocalReportApi(config) as api:
+        reports = tmp_path_factory.mktemp("reports")
         env = airflow_env(
             airflow_home,
             airflow_connection_env(warehouse, local_api_settings(api), warehouse_form="uri"),
+            RETENTION_REPORT_DIR=str(reports),
         )
         # Saturday and the days before it but Wednesday, loaded and built by the CLI.
         for first, last in (("2024-09-23", "2024-10-01"), ("2024-10-03", "2024-10-05")):
@@ -155,8 +184,12 @@ def scenario(make_database, tmp_path_factory: pytest.TempPathFactory) -> Scenari
                 cli_env(warehouse, api),
             )
         migrate_db(env)
+        airflow = str(VENV_BIN / "airflow")
+        run_command([airflow, "dags", "reserialize"], env)  # as a deployment has them
+        run_command([airflow, "dags", "unpause", "retention_report"], env)
 
         result = Scenario(env=env, airflow_home=airflow_home, warehouse=warehouse)
+        result.reports = reports
         result.marts["before"] = _snapshot_marts(warehouse)
         for name, logical_date in (
             ("monday", "2024-10-07T03:00:00+00:00"),
@@ -167,8 +200,12 @@ def scenario(make_database, tmp_path_factory: pytest.TempPathFactory) -> Scenari
             ("before_first_deploy", "2023-04-17T03:00:00+00:00"),
         ):
             result.runs[name] = _dags_test(result, logical_date)
+            result.queued[name] = _meta(result, QUEUED)
             result.marts[name] = _snapshot_marts(warehouse)
             result.staging_days[name] = _staging_days(warehouse)
+        needing = run_command([str(VENV_BIN / "python"), "-c", NEEDING_RUNS], env)
+        result.needing_runs = json.loads(needing.strip().splitlines()[-1])
+        result.report = run_command([airflow, "dags", "test", "retention_report"], env)
         return result
 
 
@@ -199,12 +236,25 @@ def test_the_late_day_builds_the_week_it_completes(scenario: Scenario) -> None:
     # one task per model: `dbt build` of f_customer_retention and its tests
     assert run.tasks[RETENTION_BUILD] == "success"
     assert run.tasks["publish_retention"] == "success"  # the asset event of the report DAG
-    with sqlite3.connect(scenario.airflow_home / "airflow.db") as meta:
-        events = meta.execute(
-            "select count(*) from asset_event join asset on asset.id = asset_event.asset_id"
-            " where asset.uri = 'mart.f_customer_retention'"
-        ).fetchone()[0]
-    assert events >= 1
+    events = _meta(
+        scenario,
+        "select e.source_task_id, count(*) from asset_event as e join asset as a"
+        " on a.id = e.asset_id where a.uri = ? group by 1",
+        RETENTION_MART_ASSET,
+    )
+    # one event per run that built retention: the Monday's W39, this W40, the rerun, 2023
+    published = sum(run.tasks["publish_retention"] == "success" for run in scenario.runs.values())
+    assert events == [("publish_retention", published)] and published == 4
+    scheduled = _meta(
+        scenario,
+        "select r.dag_id from dag_schedule_asset_reference as r join asset as a"
+        " on a.id = r.asset_id where a.uri = ?",
+        RETENTION_MART_ASSET,
+    )
+    assert scheduled == [("retention_report",)]
+    # Airflow queued the report DAG on that asset; the scheduler would start it now.
+    assert scenario.queued["late_day"] == [("retention_report", RETENTION_MART_ASSET)]
+    assert scenario.needing_runs == ["retention_report"]
     marts = scenario.marts["late_day"]
     assert len(marts["f_sales"]) > len(scenario.marts["monday"]["f_sales"])
     weeks = _query(
@@ -328,3 +378,25 @@ def test_a_correction_rebuilds_the_day_and_the_week_it_left(scenario: Scenario) 
     }
     assert {date(2024, 9, 23), date(2024, 9, 30)} <= mondays
     assert actual_marts(scenario.warehouse) == expected_marts(scenario.warehouse, mondays)
+
+
+def test_retention_report_renders_the_marts_last_weeks(scenario: Scenario) -> None:
+    from retention_report.render import CHART_TITLES
+    from support.report_html import mart_rows, report_tables
+
+    with sqlite3.connect(scenario.airflow_home / "airflow.db") as meta:
+        (state,) = meta.execute(
+            "select state from dag_run where dag_id = 'retention_report' order by id desc"
+        ).fetchone()
+    assert state == "success"
+    week_ids = [row[0] for row in reversed(_query(scenario.warehouse,
+        "select period_id from mart.f_customer_retention_weeks order by period_start desc"
+        " limit 8"))]  # fmt: skip
+    page = scenario.reports / f"{week_ids[0]}_{week_ids[-1]}" / "retention.html"
+    assert f"retention report (8 weeks at most): {page}" in scenario.report
+    for name in CHART_TITLES:
+        assert (page.parent / name).read_bytes().startswith(b"\x89PNG"), name
+    tables, images = report_tables(page)
+    assert len(images) == len(CHART_TITLES)
+    assert [row["period_id"] for row in tables["totals"]] == week_ids
+    assert tables["items"] == mart_rows(scenario.warehouse, week_ids)
