@@ -1,16 +1,8 @@
-"""Airflow plugin: a ``sales_mart`` run's note names the day it processes.
-
-The runs list shows a manual run's trigger time, not the ``day`` it reloads, and a
-scheduled run's date is the day *after* the one it loads. A DAG-run listener writes the
-note ``day 2024-10-06 · week 2024-W40`` (the week when the run builds one), computed the
-way the run's first task computes it (:func:`ingestion.dates.resolve_run_dates`): in the
-scheduler when the run starts, and at the latest when it ends (``airflow dags test``
-runs no scheduler). A note someone already wrote is never replaced.
-
-Installed with the project (``pip install``), registered through the ``airflow.plugins``
-entry point (pyproject.toml), so the scheduler, the workers and ``airflow dags test``
-load it without a plugins folder.
-"""
+"""Airflow plugin: a ``sales_mart`` run's note names the day it processes
+(``day 2024-10-06 · week 2024-W40``), computed as the run's first task computes it, by a
+DAG-run listener: in the scheduler when the run starts, at the latest when it ends
+(``airflow dags test``). A note someone wrote is kept. Registered by the
+``airflow.plugins`` entry point of pyproject.toml: no plugins folder."""
 
 from __future__ import annotations
 

@@ -1,22 +1,8 @@
-"""Failure alerts of ``sales_mart``: a summary in the log, and Airflow's notifiers.
-
-Every task's ``on_failure_callback`` is :func:`failure_callbacks`: :func:`log_failure`
-always, then, when configured by environment variables of the DAG processor and
-workers (read when the DAG is parsed):
-
-- ``SALES_MART_ALERT_WEBHOOK_CONN_ID``: an HTTP connection; the HTTP provider's
-  ``HttpNotifier`` POSTs ``{"text": <summary>}`` (JSON) to its base URL, with the
-  connection's own authentication (login/password: basic auth; extra keys: headers, e.g.
-  ``{"Authorization": "Bearer ..."}``);
-- ``SALES_MART_ALERT_EMAIL``: comma-separated addresses; the SMTP provider's
-  ``SmtpNotifier`` sends the summary through the ``smtp_default`` connection (whose
-  extra must hold ``from_email``).
-
-Airflow runs each callback on its own and logs one that fails ("Failed to run task
-callback"), so a broken webhook never hides why the task failed nor stops the e-mail.
-The notifiers render their payload with the DAG's ``failure_summary`` macro (the DAG
-sets ``user_defined_macros=ALERT_MACROS``), the same text as the log line.
-"""
+"""Failure alerts: every task's ``on_failure_callback`` logs one line naming the DAG, run,
+day, task, try and reason, and Airflow's notifiers send it when configured by the
+environment (read at parse time): ``SALES_MART_ALERT_WEBHOOK_CONN_ID`` (``HttpNotifier``
+POSTs ``{"text": ...}``) and ``SALES_MART_ALERT_EMAIL`` (``SmtpNotifier`` through
+``smtp_default``). A notifier that fails is logged by Airflow and hides nothing."""
 
 from __future__ import annotations
 

@@ -1,18 +1,8 @@
-"""The ``warehouse`` and ``report_api`` connections, read through the providers' hooks.
-
-- ``warehouse`` (type postgres): host (or a unix-socket directory), port, login, an
-  optional password, schema = database; libpq parameters (``sslmode``, ``options``...) in
-  the extra. ``PostgresHook`` looks it up; the Python tasks connect with psycopg2 (the
-  loader's driver) and Cosmos's dbt with the same settings (:class:`WarehouseProfileMapping`).
-- ``report_api`` (type http): host = base URL (``http://api.example:8000``, or a bare
-  host with the scheme in ``schema``), password = API key, extra
-  ``{"nickname": ..., "cohort": ...}``. ``HttpHook`` builds the base URL.
-
-When a connection is not defined, the standard environment variables (``PG*``,
-``REPORT_API_*``) are used instead, so the same DAG runs under ``airflow dags test`` on
-a laptop; a run with neither fails with a message naming both. The connections are read
-inside the tasks only, never at parse time, and no secret reaches XCom.
-"""
+"""The ``warehouse`` (Postgres: host or unix-socket folder, optional password, libpq
+parameters in the extra) and ``report_api`` (HTTP: host = base URL, password = key, extra
+nickname/cohort) connections, read inside tasks through ``PostgresHook`` / ``HttpHook``;
+``PG*`` / ``REPORT_API_*`` when a connection is not defined, an error naming both when
+neither is. Cosmos's dbt profile is built from the same warehouse connection."""
 
 from __future__ import annotations
 
