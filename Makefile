@@ -39,10 +39,10 @@ report: venv  ## retention report (HTML + PNG charts) of the last WEEKS weeks ->
 # Two processes, one test file each at a time (module fixtures stay in one process): the
 # tests wait on dbt, Airflow and PostgreSQL in turn, so one process leaves a core idle.
 test: venv  ## the test suite without the end-to-end runs (a few minutes)
-	$(BIN)/pytest -m "not slow" -n 2 --dist loadfile
+	$(BIN)/pytest -m "not slow" -n 2 --dist loadfile --durations=10
 
 e2e: venv  ## the end-to-end runs (real Airflow runs, the CLI over whole ranges, the property test)
-	$(BIN)/pytest -m slow -n 2 --dist loadfile
+	$(BIN)/pytest -m slow -n 2 --dist loadfile --durations=15
 
 # The browser tests (tests/e2e/test_browser.py) skip without it, and fail in CI.
 browser:  ## Debian's chromium for the browser tests (as root, or with sudo)
