@@ -16,12 +16,15 @@ venv: $(VENV)/.installed
 
 # requirements.txt (runtime, what the Airflow image installs) and requirements-dev.txt
 # (tests, lint, the embedded PostgreSQL; it includes requirements.txt), both pinned to
-# the one lock constraints.txt: pip installs only what the files list, at locked versions.
+# the one lock constraints.txt: only what the files list is installed, at locked versions.
+# uv installs them (about 10 s; pip takes about 45 s), compiled to bytecode as pip does
+# (every import compiles the sources otherwise, when PYTHONDONTWRITEBYTECODE is set).
+UV := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt -c constraints.txt
-	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip install --quiet uv -c constraints.txt
+	$(UV) -r requirements-dev.txt -c constraints.txt
+	$(UV) --no-deps -e .
 	touch $@
 
 demo: venv  ## embedded PostgreSQL + local report API, end to end

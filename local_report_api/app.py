@@ -41,7 +41,7 @@ class LocalApiConfig(SyntheticShape):
     report_start: date = date(2024, 9, 2)
     report_end: date = date(2024, 9, 29)
     increments_until: date = date(2024, 12, 31)
-    running_polls: int = 2
+    running_polls: int = 1
     not_found_days: frozenset[date] = frozenset({date(2024, 10, 9)})
     missing_files: frozenset = frozenset({(date(2024, 10, 2), "customer_research_inc")})
     api_key: str = field(default="local-dev-key", repr=False)

@@ -281,4 +281,4 @@ def test_runtime_and_development_requirements_are_separate_and_locked() -> None:
     for name, version in {**runtime, **development}.items():
         assert lock.get(name) == version, (name, version, lock.get(name))
     makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
-    assert "pip install --quiet -r requirements-dev.txt -c constraints.txt" in makefile
+    assert re.search(r"^\t\$\(UV\) -r requirements-dev\.txt -c constraints\.txt$", makefile, re.M)
