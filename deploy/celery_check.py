@@ -1,9 +1,8 @@
 """``make celery-check``: ``sales_mart`` on a real CeleryExecutor, two workers, one killed.
 
 Runs docker-compose.yaml's Airflow services and report API as local processes: their own
-``command:`` and ``environment:``, changed only as ``Check.env`` and ``CHECK_SETTINGS`` say.
-What it proves, and the settings it changes: docs/scaling.md.
-"""
+``command:`` and ``environment:``, changed only as ``Check.env`` and ``CHECK_SETTINGS`` say
+(what it proves, and the settings it changes: docs/scaling.md)."""
 
 import json
 import os
@@ -221,7 +220,8 @@ class Check:
         api = json.loads(self.env("week", "airflow-scheduler")["AIRFLOW_CONN_REPORT_API"])
         api = {"URL": api["host"], "KEY": api["password"], **api["extra"]}  # nickname, cohort
         env = os.environ | {f"REPORT_API_{k.upper()}": v for k, v in api.items()}
-        env["PGDATABASE"] = self.dbs["week"]  # copied for each run: no partial week
+        # the week is copied for each run (no partial week); dbt's artifacts stay in work/
+        env |= {"PGDATABASE": self.dbs["week"], "DBT_TARGET_PATH": str(self.work / "target")}
         self.start("week", [sys.executable, "-m", "ingestion", "run", *WEEK], env)
         for step in ("init", "week"):
             if self.procs.pop(step).wait(TIMEOUT_S):
