@@ -81,6 +81,9 @@ def airflow_env(environ: Mapping[str, str]) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__PARALLELISM": str(os.cpu_count() or 2),
+        # this machine only: the UI's generated password is for a local stack, as Airflow's
+        # simple auth manager knows (it warns of a production-like shape otherwise)
+        "AIRFLOW__API__HOST": environ.get("AIRFLOW__API__HOST") or "127.0.0.1",
         "AIRFLOW__API__PORT": environ.get("AIRFLOW__API__PORT") or "8080",
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
