@@ -17,7 +17,7 @@ venv: $(VENV)/.installed
 # requirements.txt (runtime, what the Airflow image installs) and requirements-dev.txt
 # (tests, lint, the embedded PostgreSQL; it includes requirements.txt), both pinned to
 # the one lock constraints.txt: only what the files list is installed, at locked versions.
-# uv installs them (about 10 s; pip takes about 45 s), compiled to bytecode as pip does
+# uv installs them (about 15 s; pip takes about 45 s), compiled to bytecode as pip does
 # (every import compiles the sources otherwise, when PYTHONDONTWRITEBYTECODE is set).
 UV := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
