@@ -35,6 +35,11 @@ def is_week_end(day: date) -> bool:
     return day.isoweekday() == SUNDAY
 
 
+def days_between(first: date, last: date) -> list[date]:
+    """Every day of ``first..last``, both included (none when ``last`` is earlier)."""
+    return [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
+
+
 def week_starts_ending_within(start: date, end: date) -> list[date]:
     """The Mondays of the ISO weeks whose Sunday lies in ``[start, end]``, in order."""
     if end < start:

@@ -27,7 +27,7 @@ from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
 from ingestion import locks
-from ingestion.dates import CALENDAR_END, CALENDAR_START
+from ingestion.dates import CALENDAR_END, CALENDAR_START, days_between
 
 log = logging.getLogger(__name__)
 
@@ -214,9 +214,7 @@ class LoadSummary:
     @property
     def rebuild_days(self) -> list[date]:
         """Every day whose marts this load may have changed: its period and moved-from days."""
-        length = (self.end_day - self.start_day).days + 1
-        days = {self.start_day + timedelta(days=offset) for offset in range(length)}
-        return sorted(days.union(self.moved_from_days))
+        return sorted({*days_between(self.start_day, self.end_day), *self.moved_from_days})
 
     def format(self) -> str:
         lines, indent = [f"batch {self.batch_id}, {self.period}:"], " " * 20

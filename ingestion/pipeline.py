@@ -19,7 +19,7 @@ from psycopg2.extensions import connection as Connection
 from ingestion import dbt
 from ingestion.client import NotFound, Report, ReportApiClient
 from ingestion.config import ApiSettings
-from ingestion.dates import iso_week_bounds, week_starts_ending_within
+from ingestion.dates import days_between, iso_week_bounds, week_starts_ending_within
 from ingestion.loader import LoadSummary, load_increment, load_report, record_not_found
 from ingestion.migrate import migrate
 from ingestion.project import iso_week_id
@@ -133,12 +133,12 @@ def plan_periods(
         requested.add(iso_week_bounds(also_week_of)[0])
     weeks, incomplete = [], {}
     for monday in sorted(requested | {iso_week_bounds(day)[0] for day in changed}):
-        missing = [day for day in _days(monday, monday + timedelta(6)) if day in unaccounted]
+        missing = [day for day in days_between(*iso_week_bounds(monday)) if day in unaccounted]
         if not missing:
             weeks.append(monday)
         elif monday in requested:
             incomplete[monday] = missing
-    days = sorted(changed.union(_days(first_day, last_day)))
+    days = sorted(changed.union(days_between(first_day, last_day)))
     return RebuildPlan(days=days, week_starts=weeks, incomplete=incomplete)
 
 
@@ -155,8 +155,8 @@ def rebuild_plan(
     (``staging.load_audit``); days before ``source_start``, the first day the source
     holds (its report's ``start_day``), count as done: a history may start mid-week."""
     changed = sorted(set(changed_days))
-    candidates = {*changed, *_days(first_day, last_day), *([also_week_of] if also_week_of else [])}
-    week_days = sorted({day for c in candidates for day in _days(*iso_week_bounds(c))})
+    candidates = {*changed, *days_between(first_day, last_day), *filter(None, [also_week_of])}
+    week_days = sorted({day for c in candidates for day in days_between(*iso_week_bounds(c))})
     with conn.cursor() as cur:
         cur.execute(
             "select day from unnest(%s::date[]) as day where day >= %s"
@@ -226,7 +226,7 @@ def run(
             summary.loads.append(load_full_report(conn, settings, report, scratch))
             days = (min(end, report.end_date) - max(start, report.start_day)).days + 1
             progress(f"loaded report {report.report_id}", days, summary.loads[-1].rows_loaded)
-        for day in _days(start, end):
+        for day in days_between(start, end):
             if report.start_day <= day <= report.end_date:
                 continue  # the report holds this day; increments exist only after it
             loaded = load_day(conn, settings, report.report_id, day, scratch)
@@ -244,11 +244,6 @@ def run(
     summary.weeks_built = plan.week_starts
     summary.incomplete = plan.incomplete_message()
     return summary
-
-
-def _days(start: date, end: date) -> Iterator[date]:
-    for offset in range((end - start).days + 1):
-        yield start + timedelta(days=offset)
 
 
 @contextmanager
