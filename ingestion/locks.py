@@ -52,10 +52,10 @@ def acquire(settings: Mapping[str, str], key: int, what: str) -> Connection:
     Waits up to :func:`lock_timeout_s`, then raises :class:`LockTimeout`. Closing the
     connection releases the lock, as PostgreSQL does when the process holding it dies.
     """
-    from ingestion.warehouse import connect, libpq_keywords
+    from ingestion.warehouse import connect
 
     timeout = lock_timeout_s()
-    conn = connect(settings, **{**libpq_keywords(settings), "application_name": "retail-lock"})
+    conn = connect(settings, application_name="retail-lock")
     try:
         conn.autocommit = True
         with conn.cursor() as cur:

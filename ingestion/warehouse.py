@@ -52,7 +52,8 @@ def libpq_keywords(settings: Mapping[str, str]) -> dict[str, str]:
 
 
 def connect(settings: Mapping[str, str] | None = None, **overrides: str) -> Connection:
-    """Open a psycopg2 connection from libpq settings (default: the environment)."""
+    """Open a psycopg2 connection from libpq settings (default: the environment), the
+    extra parameters among them (``PGSSLMODE``...) included."""
     settings = dict(libpq_settings() if settings is None else settings)
     params = {
         "host": settings.get("PGHOST"),
@@ -60,6 +61,7 @@ def connect(settings: Mapping[str, str] | None = None, **overrides: str) -> Conn
         "user": settings.get("PGUSER"),
         "password": settings.get("PGPASSWORD"),
         "dbname": settings.get("PGDATABASE"),
+        **libpq_keywords(settings),
         **overrides,
     }
     params.setdefault("application_name", "retail-ingestion")

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import getpass
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager as ContextManager
 from typing import TYPE_CHECKING, Any
 
 from cosmos.profiles import PostgresUserPasswordProfileMapping
@@ -88,24 +87,18 @@ def warehouse_settings(conn_id: str = WAREHOUSE_CONN_ID) -> dict[str, str]:
     return libpq_settings_from_connection(conn)
 
 
-@contextmanager
-def warehouse_connection(conn_id: str = WAREHOUSE_CONN_ID) -> Iterator[PgConnection]:
+def warehouse_connection(conn_id: str = WAREHOUSE_CONN_ID) -> ContextManager[PgConnection]:
     """A psycopg2 connection to the warehouse, extras included; closed on exit.
 
     Not ``PostgresHook.get_conn()``: with psycopg 3 installed (an Airflow dependency) the
     hook hands out psycopg 3 connections, and the loader streams ``COPY`` through
     psycopg2. The hook's connection lookup is used, the libpq settings are the ones
-    Cosmos's dbt gets, so both paths connect the same way.
+    Cosmos's dbt gets, so both paths connect the same way (an ``application_name`` in the
+    extra replaces the default, ``retail-ingestion``).
     """
-    from ingestion.warehouse import connect, libpq_keywords
+    from ingestion.warehouse import connection
 
-    settings = warehouse_settings(conn_id)
-    # an application_name in the extra replaces connect's default ("retail-ingestion")
-    conn = connect(settings, **libpq_keywords(settings))
-    try:
-        yield conn
-    finally:
-        conn.close()
+    return connection(warehouse_settings(conn_id))
 
 
 class WarehouseProfileMapping(PostgresUserPasswordProfileMapping):
