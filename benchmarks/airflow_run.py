@@ -127,14 +127,14 @@ def marts(settings: dict[str, str]) -> dict[str, list[tuple[str, ...]]]:
 def run(databases: DatabaseFactory, workdir: Path, sizes: Any) -> list[Result]:
     from ingestion import dbt
     from local_report_api import LocalApiConfig, LocalReportApi
-    from retail_dev.cli import api_env, local_api_settings
+    from retail_dev.cli import local_api_settings
     from retail_dev.local_airflow import connection_env
 
     results, reference = [], None
     with (databases() as settings,
           LocalReportApi(LocalApiConfig(orders_per_day=sizes.airflow_orders)) as api):  # fmt: skip
         api_settings = local_api_settings(api)
-        cli = clean_env(**settings, **api_env(api_settings), **dbt_folders(workdir, "cli"))
+        cli = clean_env(**settings, **api_settings.env(), **dbt_folders(workdir, "cli"))
         saturday = SUNDAY - timedelta(days=1)
         _run([sys.executable, "-m", "ingestion", "run", "--start", str(MONDAY),
               "--end", str(saturday)], cli)  # fmt: skip

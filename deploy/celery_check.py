@@ -29,7 +29,7 @@ import requests
 import yaml
 from psycopg2 import sql
 
-from ingestion import project
+from ingestion import config, project
 
 DAG_ID, MARTS = project.SALES_MART_DAG_ID, project.MART_TABLES
 REPO = Path(__file__).resolve().parent.parent
@@ -218,8 +218,8 @@ class Check:
         # compose's airflow-init: the image's entrypoint migrates (_AIRFLOW_DB_MIGRATE)
         self.start("init", ["airflow", "db", "migrate"], self.env("init", "airflow-init"))
         api = json.loads(self.env("week", "airflow-scheduler")["AIRFLOW_CONN_REPORT_API"])
-        api = {"URL": api["host"], "KEY": api["password"], **api["extra"]}  # nickname, cohort
-        env = os.environ | {f"REPORT_API_{k.upper()}": v for k, v in api.items()}
+        api = config.ApiSettings(api["host"], api["password"], **api["extra"])  # nickname, cohort
+        env = os.environ | api.env()
         # the week is copied for each run (no partial week); dbt's artifacts stay in work/
         env |= {"PGDATABASE": self.dbs["week"], "DBT_TARGET_PATH": str(self.work / "target")}
         self.start("week", [sys.executable, "-m", "ingestion", "run", *WEEK], env)

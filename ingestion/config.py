@@ -56,6 +56,12 @@ class ApiSettings:
             )
         return settings
 
+    def env(self) -> dict[str, str]:
+        """``REPORT_API_*`` for these settings, as :meth:`from_env` reads them (the key is a
+        secret: pass it on, never print it)."""
+        values = (self.base_url, self.api_key, self.nickname, self.cohort)
+        return dict(zip((ENV_URL, ENV_KEY, ENV_NICKNAME, ENV_COHORT), values, strict=True))
+
     def headers(self) -> dict[str, str]:
         """The headers every API call carries (SPEC section 2)."""
         return {"X-Nickname": self.nickname, "X-Cohort": self.cohort, "X-Project": "True",

@@ -50,20 +50,13 @@ def _local_defaults(
         from local_report_api import LocalReportApi
 
         api = local_api_settings(ctx.with_resource(LocalReportApi()))
-        os.environ.update(api_env(api))
+        os.environ.update(api.env())
         cli.log.info("no REPORT_API_URL: the local report API at %s (synthetic data)", api.base_url)
 
 
 def local_api_settings(api: LocalReportApi) -> ApiSettings:
     """Client settings that reach a running local report API with its key and headers."""
     return ApiSettings(api.url, api.config.api_key, api.config.nickname, api.config.cohort)
-
-
-def api_env(api: ApiSettings) -> dict[str, str]:
-    """``REPORT_API_*`` for ``api`` (secrets: pass them on, never print them)."""
-    values = (api.base_url, api.api_key, api.nickname, api.cohort)
-    names = ("URL", "KEY", "NICKNAME", "COHORT")
-    return {f"REPORT_API_{name}": value for name, value in zip(names, values, strict=True)}
 
 
 @app.command()

@@ -15,7 +15,7 @@ import pytest
 from ingestion import dbt
 from ingestion.cli import main
 from local_report_api import LocalApiConfig, LocalReportApi
-from retail_dev.cli import api_env, local_api_settings
+from retail_dev.cli import local_api_settings
 from support.mart_expectations import order_lines, retention, signed_sums_per_day
 from support.mart_tables import query, snapshot
 
@@ -43,7 +43,7 @@ def pipeline_db(make_database, recorded_api):
 
 def _use(patch: pytest.MonkeyPatch, settings: dict[str, str], api: LocalReportApi) -> None:
     """The CLI's environment: this warehouse and that report API."""
-    for name, value in {**settings, **api_env(local_api_settings(api))}.items():
+    for name, value in {**settings, **local_api_settings(api).env()}.items():
         patch.setenv(name, value)
 
 

@@ -69,12 +69,12 @@ def test_readme_dbt_commands_pass_right_after_the_demo(
 def demo_database(make_database) -> Iterator[dict[str, str]]:
     """``demo`` as on the embedded default, on a test database: the local report API is
     given explicitly (``retail_dev`` starts it only for the embedded warehouse)."""
-    from retail_dev.cli import api_env, local_api_settings
+    from retail_dev.cli import local_api_settings
     from retail_dev.cli import main as dev_main
 
     settings = make_database()
     with pytest.MonkeyPatch.context() as patch, LocalReportApi(LocalApiConfig()) as api:
-        for name, value in {**settings, **api_env(local_api_settings(api))}.items():
+        for name, value in {**settings, **local_api_settings(api).env()}.items():
             patch.setenv(name, value)
         patch.setattr(sys, "argv", ["retail_dev", "demo"])
         assert dev_main() == 0

@@ -18,6 +18,7 @@ import pytest
 
 from ingestion import cli, loader, project
 from local_report_api import LocalApiConfig, LocalReportApi
+from retail_dev.cli import local_api_settings
 from support.extract_files import set_field
 from support.mart_tables import query
 
@@ -32,13 +33,7 @@ def extracts_copy(fixtures_dir: Path, target: Path) -> Path:
 
 
 def api_env(api: LocalReportApi, settings: dict[str, str]) -> dict[str, str]:
-    return {
-        **settings,
-        "REPORT_API_URL": api.url,
-        "REPORT_API_KEY": api.config.api_key,
-        "REPORT_API_NICKNAME": api.config.nickname,
-        "REPORT_API_COHORT": api.config.cohort,
-    }
+    return {**settings, **local_api_settings(api).env()}
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

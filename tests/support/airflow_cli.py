@@ -59,14 +59,9 @@ def _clean_env() -> dict[str, str]:
 def cli_env(warehouse: Mapping[str, str], api: Any) -> dict[str, str]:
     """The environment of ``python -m ingestion`` against ``warehouse`` (libpq settings)
     and a running ``local_report_api.LocalReportApi``."""
-    return {
-        **_clean_env(),
-        **warehouse,
-        "REPORT_API_URL": api.url,
-        "REPORT_API_KEY": api.config.api_key,
-        "REPORT_API_NICKNAME": api.config.nickname,
-        "REPORT_API_COHORT": api.config.cohort,
-    }
+    from retail_dev.cli import local_api_settings
+
+    return {**_clean_env(), **warehouse, **local_api_settings(api).env()}
 
 
 def airflow_env(airflow_home: Path, connections: Mapping[str, str], **extra: str) -> dict[str, str]:
