@@ -57,10 +57,9 @@ class ApiSettings:
         return settings
 
     def env(self) -> dict[str, str]:
-        """``REPORT_API_*`` for these settings, as :meth:`from_env` reads them (the key is a
-        secret: pass it on, never print it)."""
-        values = (self.base_url, self.api_key, self.nickname, self.cohort)
-        return dict(zip((ENV_URL, ENV_KEY, ENV_NICKNAME, ENV_COHORT), values, strict=True))
+        """``REPORT_API_*`` as :meth:`from_env` reads them (the key: pass on, never print)."""
+        return {ENV_URL: self.base_url, ENV_KEY: self.api_key, ENV_NICKNAME: self.nickname,
+                ENV_COHORT: self.cohort}  # fmt: skip
 
     def headers(self) -> dict[str, str]:
         """The headers every API call carries (SPEC section 2)."""

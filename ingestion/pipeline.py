@@ -24,8 +24,6 @@ from ingestion.loader import LoadSummary, load_increment, load_report, record_no
 from ingestion.migrate import migrate
 from ingestion.project import iso_week_id
 
-__all__ = ["migrate"]  # the CLI's migration step, beside the others
-
 log = logging.getLogger(__name__)
 
 #: ``run``'s progress: (what it is doing now, days done since the last call, rows loaded).
